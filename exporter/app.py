@@ -1,0 +1,163 @@
+"""Wiring: settings -> client -> poller -> snapshot store -> exposition -> HTTP server.
+
+`build_app` assembles the parts from settings; `App.serve` runs them until a
+stop signal: APScheduler's `AsyncIOScheduler` runs the poll job (first run at
+start, never two at once, missed runs coalesced) and the HTTP server runs on
+its own thread. `App.poll_once` is `--once`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from exporter import __version__
+from exporter.apikey import ApiKeySource
+from exporter.client import NotteClient
+from exporter.configured import ConfiguredIds
+from exporter.exposition import Exposition
+from exporter.http_server import MetricsServer
+from exporter.poller import Poller, PollOptions
+from exporter.selfmetrics import SelfMetrics, create_self_metrics
+from exporter.settings import Settings
+from exporter.snapshot import SnapshotStore
+from exporter.webconfig import WebConfig
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 3.0
+
+
+@dataclass
+class App:
+    """The running parts of one exporter."""
+
+    settings: Settings
+    metrics: SelfMetrics
+    store: SnapshotStore
+    exposition: Exposition
+    client: NotteClient
+    poller: Poller
+    web_config: WebConfig | None = None
+    server: MetricsServer | None = None
+
+    async def poll_once(self) -> bool:
+        """`--once`: one cycle; the caller prints `exposition`."""
+        try:
+            return await self.poller.run_cycle()
+        finally:
+            await self.client.aclose()
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Serve and poll until `stop` is set or SIGTERM/SIGINT arrives."""
+        stop = stop or asyncio.Event()
+        _install_signal_handlers(stop)
+        host, port = self.settings.listen_host_port
+        self.server = MetricsServer(
+            (host, port), exposition=self.exposition, store=self.store, web_config=self.web_config
+        )
+        self.server.start()
+        log.info(
+            "notte-exporter %s listening on %s://%s",
+            __version__,
+            self.server.scheme,
+            self.settings.listen_address.rsplit(":", 1)[0] + f":{self.server.port}",
+        )
+        cycles = _CycleRunner(self.poller)
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        scheduler.add_job(
+            cycles.run,
+            "interval",
+            seconds=self.settings.poll_interval,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            id="poll",
+        )
+        scheduler.start()
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            scheduler.shutdown(wait=False)
+            await cycles.cancel()
+            await self.client.aclose()
+            self.server.stop()
+
+
+class _CycleRunner:
+    """The scheduler's job; remembers the cycle in flight so shutdown can cancel it."""
+
+    def __init__(self, poller: Poller) -> None:
+        self._poller = poller
+        self._task: asyncio.Task[bool] | None = None
+
+    async def run(self) -> None:
+        self._task = asyncio.ensure_future(self._poller.run_cycle())
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            log.debug("poll cycle cancelled")
+        except Exception:
+            log.exception("poll cycle crashed; the next one runs as scheduled")
+
+    async def cancel(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(self._task, SHUTDOWN_GRACE_SECONDS)
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+
+
+def build_app(
+    settings: Settings,
+    api_key: ApiKeySource,
+    *,
+    web_config: WebConfig | None = None,
+    process_metrics: bool = True,
+) -> App:
+    """Assemble every part from the settings; nothing starts yet."""
+    metrics = create_self_metrics(
+        settings.shard, settings.total_shards, process_metrics=process_metrics
+    )
+    store = SnapshotStore()
+    client = NotteClient(
+        base_url=settings.api_url,
+        api_key=api_key,
+        request_timeout=settings.request_timeout,
+        max_concurrency=settings.max_concurrency,
+        metrics=metrics,
+    )
+    options = PollOptions(
+        poll_interval=settings.poll_interval,
+        discovery=settings.discovery,
+        include_system=settings.include_system,
+        page_size=settings.page_size,
+        retention=settings.retention,
+        max_sessions=settings.max_sessions,
+        shard=settings.shard,
+        total_shards=settings.total_shards,
+    )
+    poller = Poller(
+        options=options,
+        client=client,
+        configured=ConfiguredIds(settings.session_ids, settings.session_ids_file),
+        metrics=metrics,
+        store=store,
+    )
+    exposition = Exposition(lambda: store.current, metrics.registry)
+    return App(settings, metrics, store, exposition, client, poller, web_config)

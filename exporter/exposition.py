@@ -1,0 +1,115 @@
+"""The `/metrics` body: the cached session part plus the live self part.
+
+The session part (every `notte_session*` family and the aggregates) only
+changes when a poll cycle publishes a new snapshot, so it is rendered at most
+once per snapshot and per format, on first request, and served from memory
+after that. The exporter's own metrics (API requests, process, poll timings)
+are rendered at every scrape; they are a few dozen lines.
+
+Gzip keeps that split: the session part is compressed once into a deflate
+stream that is flushed but not finished; a scrape copies the compressor,
+appends the self part and finishes the stream, so the answer is one ordinary
+gzip member at the cost of compressing a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import exposition as text_format
+from prometheus_client.openmetrics import exposition as openmetrics_format
+
+from exporter.collector import SnapshotCollector
+from exporter.snapshot import Snapshot
+
+TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
+OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
+_EOF = b"# EOF\n"
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_GZIP_LEVEL = 6
+
+
+def render_sessions(snapshot: Snapshot, openmetrics: bool) -> bytes:
+    """The session part of the exposition, freshly rendered (no `# EOF`)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snapshot))
+    return _render(registry, openmetrics)
+
+
+def _render(registry: CollectorRegistry, openmetrics: bool) -> bytes:
+    if openmetrics:
+        rendered: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
+        return rendered.removesuffix(_EOF)
+    return text_format.generate_latest(registry)
+
+
+@dataclass(frozen=True)
+class _GzipPrefix:
+    """A deflate stream holding the session part, flushed to a byte boundary but not ended."""
+
+    data: bytes
+    compressor: zlib._Compress
+    crc: int
+    size: int
+
+    def finish(self, tail: bytes) -> bytes:
+        compressor = self.compressor.copy()
+        body = compressor.compress(tail) + compressor.flush(zlib.Z_FINISH)
+        crc = zlib.crc32(tail, self.crc)
+        trailer = struct.pack("<II", crc & 0xFFFFFFFF, (self.size + len(tail)) & 0xFFFFFFFF)
+        return _GZIP_HEADER + self.data + body + trailer
+
+
+def _gzip_prefix(data: bytes) -> _GzipPrefix:
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    prefix = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return _GzipPrefix(prefix, compressor, zlib.crc32(data), len(data))
+
+
+class Exposition:
+    """Builds `/metrics` bodies; the session part is cached per snapshot generation."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], self_registry: CollectorRegistry) -> None:
+        self._snapshot = snapshot
+        self._self_registry = self_registry
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._plain: dict[bool, bytes] = {}
+        self._gzip: dict[bool, _GzipPrefix] = {}
+
+    def body(self, *, openmetrics: bool, gzip: bool) -> bytes:
+        """The whole answer for one scrape, compressed when `gzip`."""
+        tail = _render(self._self_registry, openmetrics) + (_EOF if openmetrics else b"")
+        if gzip:
+            return self._gzip_part(openmetrics).finish(tail)
+        return self._plain_part(openmetrics) + tail
+
+    def content_type(self, openmetrics: bool) -> str:
+        return OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+
+    def _plain_part(self, openmetrics: bool) -> bytes:
+        with self._lock:
+            return self._plain_locked(openmetrics)
+
+    def _gzip_part(self, openmetrics: bool) -> _GzipPrefix:
+        with self._lock:
+            plain = self._plain_locked(openmetrics)
+            if openmetrics not in self._gzip:
+                self._gzip[openmetrics] = _gzip_prefix(plain)
+            return self._gzip[openmetrics]
+
+    def _plain_locked(self, openmetrics: bool) -> bytes:
+        """The session part for the current snapshot; renders it on first use."""
+        snapshot = self._snapshot()
+        if snapshot.generation != self._generation:
+            self._generation = snapshot.generation
+            self._plain = {}
+            self._gzip = {}
+        if openmetrics not in self._plain:
+            self._plain[openmetrics] = render_sessions(snapshot, openmetrics)
+        return self._plain[openmetrics]

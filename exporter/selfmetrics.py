@@ -1,0 +1,142 @@
+"""Metrics about the exporter itself, live at every scrape.
+
+These are ordinary prometheus-client instruments on the exporter's own
+registry: they change while a poll cycle runs (API requests) and are cheap to
+render. Everything derived from the sessions is in `collector.py` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from exporter import __version__
+
+POLL_RESULTS = ("success", "failure")
+ENDPOINTS = ("get_session", "list_sessions")
+BAD_DATA_KINDS = ("invalid_item", "not_json", "bad_shape", "unknown_status")
+
+_POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120)
+_REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class SelfMetrics:
+    """The exporter's own instruments, registered on one registry."""
+
+    registry: CollectorRegistry
+    up: Gauge
+    build_info: Gauge
+    last_poll_success: Gauge
+    poll_duration: Histogram
+    polls: Counter
+    api_requests: Counter
+    api_request_duration: Histogram
+    api_retries: Counter
+    bad_api_data: Counter
+    shard_ordinal: Gauge
+    total_shards: Gauge
+
+
+def create_self_metrics(
+    shard: int = 0, total_shards: int = 1, *, process_metrics: bool = True
+) -> SelfMetrics:
+    """A fresh registry with the exporter's instruments and, optionally, process metrics.
+
+    The process, platform and GC collectors are registered anew here because
+    prometheus-client's defaults live on its global registry, which we never use.
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    if process_metrics:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    metrics = SelfMetrics(
+        registry=registry,
+        up=Gauge(
+            "notte_up",
+            "1 when the last poll cycle reached the Notte API and was authorised, else 0.",
+            registry=registry,
+        ),
+        build_info=Gauge(
+            "notte_exporter_build_info",
+            "Build information of notte-exporter; always 1.",
+            ["version"],
+            registry=registry,
+        ),
+        last_poll_success=Gauge(
+            "notte_exporter_last_poll_success_timestamp_seconds",
+            "End of the last successful poll cycle, Unix seconds; 0 before the first.",
+            registry=registry,
+        ),
+        poll_duration=Histogram(
+            "notte_exporter_poll_duration_seconds",
+            "Duration of poll cycles.",
+            buckets=_POLL_BUCKETS,
+            registry=registry,
+        ),
+        polls=Counter(
+            "notte_exporter_polls_total",
+            "Poll cycles, by result.",
+            ["result"],
+            registry=registry,
+        ),
+        api_requests=Counter(
+            "notte_exporter_api_requests_total",
+            "Requests to the Notte API, by endpoint and HTTP status (or error).",
+            ["endpoint", "code"],
+            registry=registry,
+        ),
+        api_request_duration=Histogram(
+            "notte_exporter_api_request_duration_seconds",
+            "Duration of requests to the Notte API.",
+            ["endpoint"],
+            buckets=_REQUEST_BUCKETS,
+            registry=registry,
+        ),
+        api_retries=Counter(
+            "notte_exporter_api_retries_total",
+            "Requests to the Notte API that were retried after a failure.",
+            ["endpoint"],
+            registry=registry,
+        ),
+        bad_api_data=Counter(
+            "notte_exporter_api_bad_data_total",
+            "Answers or list items from the Notte API that could not be used, by kind.",
+            ["endpoint", "kind"],
+            registry=registry,
+        ),
+        shard_ordinal=Gauge(
+            "notte_exporter_shard_ordinal", "This replica's shard, 0-based.", registry=registry
+        ),
+        total_shards=Gauge(
+            "notte_exporter_total_shards",
+            "Number of shards sharing the sessions.",
+            registry=registry,
+        ),
+    )
+    _initialise(metrics, shard, total_shards)
+    return metrics
+
+
+def _initialise(metrics: SelfMetrics, shard: int, total_shards: int) -> None:
+    """Series with a known label set exist from the start, so `rate()` works at once."""
+    metrics.build_info.labels(version=__version__).set(1)
+    metrics.shard_ordinal.set(shard)
+    metrics.total_shards.set(total_shards)
+    for result in POLL_RESULTS:
+        metrics.polls.labels(result=result)
+    for endpoint in ENDPOINTS:
+        metrics.api_request_duration.labels(endpoint=endpoint)
+        metrics.api_retries.labels(endpoint=endpoint)
+        for kind in BAD_DATA_KINDS:
+            metrics.bad_api_data.labels(endpoint=endpoint, kind=kind)
