@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -64,10 +66,11 @@ class App:
         )
         self.server.start()
         log.info(
-            "notte-exporter %s listening on %s://%s",
+            "notte-exporter %s listening on %s://%s:%d",
             __version__,
             self.server.scheme,
-            self.settings.listen_address.rsplit(":", 1)[0] + f":{self.server.port}",
+            host,
+            self.server.port,
         )
         cycles = _CycleRunner(self.poller)
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
@@ -129,6 +132,7 @@ def build_app(
     *,
     web_config: WebConfig | None = None,
     process_metrics: bool = True,
+    clock: Callable[[], float] | None = None,
 ) -> App:
     """Assemble every part from the settings; nothing starts yet."""
     metrics = create_self_metrics(
@@ -158,6 +162,7 @@ def build_app(
         configured=ConfiguredIds(settings.session_ids, settings.session_ids_file),
         metrics=metrics,
         store=store,
+        clock=clock or time.time,
     )
     exposition = Exposition(lambda: store.current, metrics.registry)
     return App(settings, metrics, store, exposition, client, poller, web_config)

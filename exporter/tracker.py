@@ -107,11 +107,13 @@ def apply_cycle(
     ended_total: Counter[str] = Counter(state.ended_total)
     dropped: Counter[str] = Counter(state.dropped_total)
 
+    # plan_fetches never asks again for an ID in state.not_found, so each 404 here is new.
+    dropped["not_found"] += len(result.not_found)
+    for session_id in sorted(result.not_found):
+        log.info("session %s answered 404, no longer exported", session_id)
     sessions: dict[str, Tracked] = {}
     for session_id, tracked in state.sessions.items():
         if session_id in result.not_found:
-            dropped["not_found"] += 1
-            log.info("session %s is gone (404), no longer exported", session_id)
             continue
         latest = result.fetched.get(session_id) or listed.get(session_id)
         if session_id not in configured and latest is None and tracked.configured:

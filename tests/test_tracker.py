@@ -1,0 +1,155 @@
+"""Unit tests of the tracker's lifecycle rules (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.model import Session, parse_session
+from exporter.tracker import CycleResult, TrackerState, apply_cycle, plan_fetches
+
+START = 1_800_000_000.0
+
+
+def session(session_id: str, status: str = "active", **fields: Any) -> Session:
+    return parse_session({"session_id": session_id, "status": status, **fields})
+
+
+def cycle(
+    state: TrackerState,
+    *,
+    configured: tuple[str, ...] = (),
+    listed: list[Session] | None = None,
+    fetched: dict[str, Session] | None = None,
+    not_found: frozenset[str] = frozenset(),
+    now: float = START + 10,
+    retention: float = 900,
+    max_sessions: int = 100,
+) -> TrackerState:
+    result = CycleResult(configured, listed, fetched or {}, not_found)
+    return apply_cycle(
+        state,
+        result,
+        now=now,
+        process_start=START,
+        retention=retention,
+        max_sessions=max_sessions,
+    )
+
+
+def test_listed_sessions_are_not_fetched_again() -> None:
+    state = cycle(TrackerState(), listed=[session("a"), session("b")])
+    assert plan_fetches(state, [], frozenset({"a", "b"})) == []
+
+
+def test_session_that_left_the_list_is_fetched_once_then_never_again() -> None:
+    state = cycle(TrackerState(), listed=[session("a")])
+    assert plan_fetches(state, [], frozenset()) == ["a"]
+    state = cycle(state, listed=[], fetched={"a": session("a", "error", error="boom")})
+    assert state.sessions["a"].session.status == "error"
+    assert plan_fetches(state, [], frozenset()) == []
+
+
+def test_session_still_active_after_leaving_the_list_stays_tracked() -> None:
+    state = cycle(TrackerState(), listed=[session("a")])
+    state = cycle(state, listed=[], fetched={"a": session("a")})
+    assert "a" in state.sessions
+    assert plan_fetches(state, [], frozenset()) == ["a"]
+
+
+def test_configured_session_not_in_list_is_fetched_and_ended_one_is_not() -> None:
+    state = TrackerState()
+    assert plan_fetches(state, ["c"], frozenset({"a"})) == ["c"]
+    state = cycle(state, configured=("c",), listed=[], fetched={"c": session("c", "closed")})
+    assert plan_fetches(state, ["c"], frozenset()) == []
+    assert state.sessions["c"].configured
+
+
+def test_unknown_listing_does_not_mark_sessions_as_left() -> None:
+    state = cycle(TrackerState(), listed=[session("a")])
+    assert plan_fetches(state, [], None) == []
+
+
+def test_active_to_error_counts_once() -> None:
+    state = cycle(TrackerState(), listed=[session("a")])
+    state = cycle(state, listed=[], fetched={"a": session("a", "error")})
+    assert state.ended_total == {"error": 1}
+    state = cycle(state, listed=[])
+    assert state.ended_total == {"error": 1}
+
+
+def test_first_seen_ended_counts_only_when_closed_after_start() -> None:
+    before = "2020-01-01T00:00:00Z"
+    after = "2027-02-01T00:00:00Z"  # START is 2027-01-15T08:00:00Z
+    state = cycle(
+        TrackerState(),
+        configured=("old", "new", "none"),
+        fetched={
+            "old": session("old", "closed", closed_at=before),
+            "new": session("new", "timed_out", closed_at=after),
+            "none": session("none", "error"),
+        },
+    )
+    assert state.ended_total == {"timed_out": 1}
+
+
+def test_retention_drops_ended_discovered_sessions_only() -> None:
+    state = cycle(TrackerState(), configured=("c",), listed=[session("a"), session("c")])
+    ended = {"a": session("a", "closed"), "c": session("c", "closed")}
+    state = cycle(state, configured=("c",), listed=[], fetched=ended, now=START + 100)
+    state = cycle(state, configured=("c",), listed=[], now=START + 999)
+    assert "a" in state.sessions
+    state = cycle(state, configured=("c",), listed=[], now=START + 1000)
+    assert "a" not in state.sessions
+    assert "c" in state.sessions
+    assert state.dropped_total["retention"] == 1
+
+
+def test_not_found_drops_and_is_not_asked_again_until_reconfigured() -> None:
+    state = cycle(TrackerState(), configured=("x",), not_found=frozenset({"x"}))
+    assert "x" not in state.sessions
+    assert state.dropped_total["not_found"] == 1
+    assert plan_fetches(state, ["x"], frozenset()) == []
+    state = cycle(state, configured=())
+    assert plan_fetches(state, ["x"], frozenset()) == ["x"]
+
+
+def test_tracked_session_that_answers_404_is_dropped_and_counted() -> None:
+    state = cycle(TrackerState(), configured=("x",), fetched={"x": session("x")})
+    state = cycle(state, configured=("x",), not_found=frozenset({"x"}))
+    assert "x" not in state.sessions
+    assert state.dropped_total["not_found"] == 1
+    state = cycle(state, configured=("x",))
+    assert state.dropped_total["not_found"] == 1
+
+
+def test_session_removed_from_configuration_is_dropped() -> None:
+    state = cycle(TrackerState(), configured=("c",), fetched={"c": session("c")})
+    state = cycle(state, configured=(), listed=[])
+    assert "c" not in state.sessions
+
+
+def test_cap_evicts_ended_oldest_first_and_rejects_the_rest() -> None:
+    state = cycle(TrackerState(), listed=[session("a"), session("b")], max_sessions=3)
+    state = cycle(state, listed=[], fetched={"a": session("a", "closed")}, now=START + 20)
+    state = cycle(state, listed=[], fetched={"b": session("b", "closed")}, now=START + 30)
+    newcomers = [session("n1"), session("n2"), session("n3"), session("n4")]
+    state = cycle(state, listed=newcomers, now=START + 40, max_sessions=3)
+    assert set(state.sessions) == {"n1", "n2", "n3"}
+    assert state.dropped_total["limit"] == 2 + 1
+
+
+def test_configured_sessions_are_never_evicted() -> None:
+    fetched = {i: session(i, "closed") for i in ("c1", "c2")}
+    state = cycle(TrackerState(), configured=("c1", "c2"), fetched=fetched, max_sessions=1)
+    assert set(state.sessions) == {"c1", "c2"}
+    assert state.configured_over_cap
+    state = cycle(state, configured=("c1", "c2"), listed=[session("d")], max_sessions=1)
+    assert "d" not in state.sessions
+    assert state.dropped_total["limit"] == 1
+
+
+def test_unknown_status_is_polled_and_remembered() -> None:
+    state = cycle(TrackerState(), configured=("u",), fetched={"u": session("u", "paused")})
+    assert plan_fetches(state, ["u"], frozenset()) == ["u"]
+    state = cycle(state, configured=("u",), fetched={"u": session("u")})
+    assert state.sessions["u"].unknown_statuses == ("paused",)
