@@ -1,0 +1,86 @@
+"""The cached exposition equals a fresh render, in every format and encoding."""
+
+from __future__ import annotations
+
+import gzip
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from exporter.collector import SnapshotCollector
+from exporter.exposition import Exposition, render_sessions
+from exporter.model import parse_session
+from exporter.selfmetrics import create_self_metrics
+from exporter.snapshot import Snapshot, build_snapshot
+from exporter.tracker import CycleResult, TrackerState, apply_cycle
+
+NOW = 1_800_000_000.0
+
+
+def snapshot_of(count: int, generation: int = 1) -> Snapshot:
+    listed = [
+        parse_session(
+            {
+                "session_id": f"s-{index}",
+                "status": "active",
+                "created_at": "2027-01-15T07:00:00Z",
+                "idle_timeout_minutes": 5,
+                "network_request_bytes": index,
+                "error": 'quote " backslash \\ newline \n é' if index % 3 == 0 else None,
+            }
+        )
+        for index in range(count)
+    ]
+    state = apply_cycle(
+        TrackerState(),
+        CycleResult((), listed, {}),
+        now=NOW,
+        process_start=NOW - 10,
+        retention=900,
+        max_sessions=100_000,
+    )
+    return build_snapshot(state, NOW, generation)
+
+
+def test_cached_session_part_is_byte_for_byte_a_fresh_render() -> None:
+    snapshot = snapshot_of(50)
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: snapshot))
+    assert render_sessions(snapshot, openmetrics=False) == generate_latest(registry)
+    fresh_om = generate_openmetrics(registry)
+    assert render_sessions(snapshot, openmetrics=True) + b"# EOF\n" == fresh_om
+
+
+def test_body_is_session_part_plus_live_self_part_in_every_encoding() -> None:
+    current = [snapshot_of(20)]
+    metrics = create_self_metrics(process_metrics=False)
+    exposition = Exposition(lambda: current[0], metrics.registry)
+    for openmetrics in (False, True):
+        plain = exposition.body(openmetrics=openmetrics, gzip=False)
+        assert gzip.decompress(exposition.body(openmetrics=openmetrics, gzip=True)) == plain
+    metrics.polls.labels(result="success").inc()
+    plain = exposition.body(openmetrics=False, gzip=False)
+    assert b"notte_exporter_polls_total{result=\"success\"} 1.0" in plain
+    assert b"notte_exporter_polls_total{result=\"success\"} 1.0" in gzip.decompress(
+        exposition.body(openmetrics=False, gzip=True)
+    )
+
+
+def test_openmetrics_body_parses_with_one_eof() -> None:
+    metrics = create_self_metrics(process_metrics=False)
+    exposition = Exposition(lambda: snapshot_of(5), metrics.registry)
+    text = exposition.body(openmetrics=True, gzip=False).decode()
+    names = {family.name for family in text_string_to_metric_families(text)}
+    assert {"notte_session_status", "notte_up", "notte_sessions_ended"} <= names
+    assert text.count("# EOF") == 1
+
+
+def test_a_new_snapshot_replaces_the_cached_part() -> None:
+    current = [snapshot_of(2, generation=1)]
+    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
+    first = exposition.body(openmetrics=False, gzip=True)
+    current[0] = snapshot_of(3, generation=2)
+    second = gzip.decompress(exposition.body(openmetrics=False, gzip=True))
+    assert first != second
+    assert b'session_id="s-2"' in second
