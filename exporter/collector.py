@@ -55,6 +55,33 @@ SESSION_GAUGES: dict[str, tuple[str, str]] = {
     "notte_session_steps": ("Number of steps the session has taken.", "steps"),
 }
 
+STATUS_HELP = "Session status as a state set: 1 for the current status, 0 for the others."
+INFO_HELP = "Session properties as labels; always 1."
+ERROR_HELP = "1 when the session carries an error; the message cut to 200 characters."
+
+# name -> (help, type, label, attribute of Snapshot): the families without session_id.
+AGGREGATES: dict[str, tuple[str, str, str, str]] = {
+    "notte_sessions": ("Tracked sessions by status.", "gauge", "status", "by_status"),
+    "notte_sessions_ended_total": (
+        "Sessions this process saw end, by final status.",
+        "counter",
+        "status",
+        "ended_total",
+    ),
+    "notte_exporter_tracked_sessions": (
+        "Tracked sessions by source.",
+        "gauge",
+        "source",
+        "tracked_by_source",
+    ),
+    "notte_exporter_sessions_dropped_total": (
+        "Sessions no longer exported, by reason.",
+        "counter",
+        "reason",
+        "dropped_total",
+    ),
+}
+
 SESSION_COUNTERS: dict[str, tuple[str, str]] = {
     "notte_session_network_request_bytes_total": (
         "Network bytes the session's browser sent.",
@@ -86,7 +113,7 @@ class SnapshotCollector(Collector):
 def _status_family(sessions: tuple[SessionValues, ...]) -> Metric:
     family = GaugeMetricFamily(
         "notte_session_status",
-        "Session status as a state set: 1 for the current status, 0 for the others.",
+        STATUS_HELP,
         labels=["session_id", "status"],
     )
     for values in sessions:
@@ -118,7 +145,7 @@ def _gauge_families(sessions: tuple[SessionValues, ...]) -> Iterator[Metric]:
 def _info_family(sessions: tuple[SessionValues, ...]) -> Metric:
     family = GaugeMetricFamily(
         "notte_session_info",
-        "Session properties as labels; always 1.",
+        INFO_HELP,
         labels=["session_id", *INFO_LABELS],
     )
     for values in sessions:
@@ -129,7 +156,7 @@ def _info_family(sessions: tuple[SessionValues, ...]) -> Metric:
 def _error_family(sessions: tuple[SessionValues, ...]) -> Metric:
     family = GaugeMetricFamily(
         "notte_session_error_info",
-        "1 when the session carries an error; the message cut to 200 characters.",
+        ERROR_HELP,
         labels=["session_id", "error"],
     )
     for values in sessions:
@@ -139,35 +166,10 @@ def _error_family(sessions: tuple[SessionValues, ...]) -> Metric:
 
 
 def _aggregate_families(snapshot: Snapshot) -> Iterator[Metric]:
-    yield _labelled(
-        GaugeMetricFamily("notte_sessions", "Tracked sessions by status.", labels=["status"]),
-        snapshot.by_status,
-    )
-    yield _labelled(
-        CounterMetricFamily(
-            "notte_sessions_ended_total",
-            "Sessions this process saw end, by final status.",
-            labels=["status"],
-        ),
-        snapshot.ended_total,
-    )
-    yield _labelled(
-        GaugeMetricFamily(
-            "notte_exporter_tracked_sessions", "Tracked sessions by source.", labels=["source"]
-        ),
-        snapshot.tracked_by_source,
-    )
-    yield _labelled(
-        CounterMetricFamily(
-            "notte_exporter_sessions_dropped_total",
-            "Sessions no longer exported, by reason.",
-            labels=["reason"],
-        ),
-        snapshot.dropped_total,
-    )
-
-
-def _labelled(family: GaugeMetricFamily | CounterMetricFamily, values: Mapping[str, int]) -> Metric:
-    for label, value in values.items():
-        family.add_metric([label], float(value))
-    return family
+    for name, (documentation, kind, label, attribute) in AGGREGATES.items():
+        family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        family = family_type(name, documentation, labels=[label])
+        values: Mapping[str, int] = getattr(snapshot, attribute)
+        for label_value, value in values.items():
+            family.add_metric([label_value], float(value))
+        yield family

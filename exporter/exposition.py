@@ -25,6 +25,7 @@ from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
 from exporter.collector import SnapshotCollector
+from exporter.render import render_session_families
 from exporter.snapshot import Snapshot
 
 TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
@@ -36,6 +37,11 @@ _GZIP_LEVEL = 6
 
 def render_sessions(snapshot: Snapshot, openmetrics: bool) -> bytes:
     """The session part of the exposition, freshly rendered (no `# EOF`)."""
+    return render_session_families(snapshot, openmetrics)
+
+
+def render_sessions_with_collector(snapshot: Snapshot, openmetrics: bool) -> bytes:
+    """The same, the slow way through prometheus-client: the reference for tests."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: snapshot))
     return _render(registry, openmetrics)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import random
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.collector import SnapshotCollector
-from exporter.exposition import Exposition, render_sessions
+from exporter.exposition import Exposition, render_sessions, render_sessions_with_collector
 from exporter.model import parse_session
 from exporter.selfmetrics import create_self_metrics
 from exporter.snapshot import Snapshot, build_snapshot
@@ -43,13 +44,24 @@ def snapshot_of(count: int, generation: int = 1) -> Snapshot:
     return build_snapshot(state, NOW, generation)
 
 
-def test_cached_session_part_is_byte_for_byte_a_fresh_render() -> None:
+def test_fast_render_is_byte_for_byte_what_prometheus_client_renders() -> None:
     snapshot = snapshot_of(50)
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(lambda: snapshot))
     assert render_sessions(snapshot, openmetrics=False) == generate_latest(registry)
     fresh_om = generate_openmetrics(registry)
     assert render_sessions(snapshot, openmetrics=True) + b"# EOF\n" == fresh_om
+
+
+def test_cached_body_is_byte_for_byte_a_fresh_render() -> None:
+    snapshot = snapshot_of(30)
+    metrics = create_self_metrics(process_metrics=False)
+    exposition = Exposition(lambda: snapshot, metrics.registry)
+    for openmetrics in (False, True):
+        exposition.body(openmetrics=openmetrics, gzip=False)  # fills the cache
+        cached = exposition.body(openmetrics=openmetrics, gzip=False)
+        self_part = cached.removeprefix(render_sessions_with_collector(snapshot, openmetrics))
+        assert self_part.startswith(b"# HELP notte_up ")
 
 
 def test_body_is_session_part_plus_live_self_part_in_every_encoding() -> None:
@@ -61,8 +73,8 @@ def test_body_is_session_part_plus_live_self_part_in_every_encoding() -> None:
         assert gzip.decompress(exposition.body(openmetrics=openmetrics, gzip=True)) == plain
     metrics.polls.labels(result="success").inc()
     plain = exposition.body(openmetrics=False, gzip=False)
-    assert b"notte_exporter_polls_total{result=\"success\"} 1.0" in plain
-    assert b"notte_exporter_polls_total{result=\"success\"} 1.0" in gzip.decompress(
+    assert b'notte_exporter_polls_total{result="success"} 1.0' in plain
+    assert b'notte_exporter_polls_total{result="success"} 1.0' in gzip.decompress(
         exposition.body(openmetrics=False, gzip=True)
     )
 
@@ -84,3 +96,47 @@ def test_a_new_snapshot_replaces_the_cached_part() -> None:
     second = gzip.decompress(exposition.body(openmetrics=False, gzip=True))
     assert first != second
     assert b'session_id="s-2"' in second
+
+
+def random_session(rng: random.Random, index: int) -> dict[str, object]:
+    alphabet = 'ab"\\\n é🙂{}=,#'
+    text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+    status = rng.choice(["active", "closed", "error", "timed_out", "paused", 'we"ird\\'])
+    maybe = lambda v: v if rng.random() < 0.7 else None  # noqa: E731
+    return {
+        "session_id": f"{text}-{index}",
+        "status": status,
+        "created_at": maybe("2027-01-15T07:00:00.5Z"),
+        "last_accessed_at": maybe("2027-01-15T07:59:00Z"),
+        "closed_at": maybe("2027-01-15T07:30:00Z"),
+        "idle_timeout_minutes": maybe(rng.choice([0, 1, 5, 2.5])),
+        "max_duration_minutes": maybe(rng.choice([15, 60, 1440])),
+        "duration": maybe(rng.choice(["PT41.286072S", "PT0S", "P1DT2H"])),
+        "steps": maybe([{}] * rng.randint(0, 3)),
+        "error": maybe(text * rng.randint(1, 40)),
+        "proxies": maybe(rng.choice([True, False, [], [{"type": "x"}]])),
+        "browser_type": maybe(rng.choice(["chromium", "firefox", text])),
+        "headless": maybe(rng.choice([True, False])),
+        "solve_captchas": maybe(rng.choice([True, False])),
+        "use_file_storage": maybe(rng.choice([True, False])),
+        "web_bot_auth": maybe(rng.choice([True, False])),
+        "network_request_bytes": maybe(rng.choice([0, 1, 10**6, 10**20, 123456789])),
+        "network_response_bytes": maybe(rng.randint(0, 10**12)),
+    }
+
+
+def test_fast_render_matches_prometheus_client_on_random_hostile_sessions() -> None:
+    rng = random.Random(42)
+    listed = [parse_session(random_session(rng, index)) for index in range(300)]
+    state = apply_cycle(
+        TrackerState(),
+        CycleResult((), listed, {}),
+        now=NOW,
+        process_start=NOW - 10,
+        retention=900,
+        max_sessions=100_000,
+    )
+    snapshot = build_snapshot(state, NOW, 1)
+    for openmetrics in (False, True):
+        fast = render_sessions(snapshot, openmetrics)
+        assert fast == render_sessions_with_collector(snapshot, openmetrics)
