@@ -1,0 +1,129 @@
+"""Unit tests of small pure pieces: key source, IDs file, logging, sharding, settings."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from exporter.apikey import ApiKeyError, ApiKeySource, read_key_file
+from exporter.configured import ConfiguredIds, parse_ids_file
+from exporter.logs import REDACTED, configure_logging
+from exporter.settings import SettingsError, load_settings, parse_listen_address
+from exporter.sharding import owns, shard_of
+
+KEY = "sk-unit-0a1b2c3d4e5f"
+
+
+def test_key_file_is_re_read_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text("first-key\n")
+    source = ApiKeySource(path=path)
+    assert source.current().get_secret_value() == "first-key"
+    path.write_text("second-key-longer\n")
+    os.utime(path, ns=(1, 2_000_000_000_000_000_000))
+    assert source.current().get_secret_value() == "second-key-longer"
+
+
+def test_unreadable_key_file_keeps_the_last_key(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text("good-key")
+    source = ApiKeySource(path=path)
+    path.unlink()
+    assert source.current().get_secret_value() == "good-key"
+
+
+def test_key_file_errors_name_the_file_not_the_content(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text("has a space inside")
+    with pytest.raises(ApiKeyError) as info:
+        read_key_file(path)
+    assert str(path) in str(info.value)
+    assert "space inside" not in str(info.value)
+    with pytest.raises(ApiKeyError):
+        read_key_file(tmp_path / "missing")
+
+
+def test_ids_file_ignores_comments_and_blank_lines() -> None:
+    assert parse_ids_file("# header\n\n a \nb # trailing\n#c\n") == ["a", "b"]
+
+
+def test_configured_ids_merge_without_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "ids"
+    path.write_text("b\nc\n")
+    assert ConfiguredIds(["a", "b"], path).current() == ["a", "b", "c"]
+
+
+def test_logs_never_show_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    configure_logging("debug", "json", secrets=lambda: [KEY], stream=stream)
+    try:
+        log = logging.getLogger("exporter.test")
+        log.info("header was Bearer %s", KEY)
+        try:
+            raise RuntimeError(f"failed with {KEY}")
+        except RuntimeError:
+            log.exception("boom")
+        logging.getLogger("httpx").info("HTTP Request: %s", KEY)
+    finally:
+        configure_logging("info", "text")
+    output = stream.getvalue()
+    assert KEY not in output
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["message"] == f"header was Bearer {REDACTED}"
+    assert REDACTED in lines[1]["exception"]
+
+
+def test_text_logs_are_one_line_per_event() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "text", stream=stream)
+    try:
+        try:
+            raise ValueError("x")
+        except ValueError:
+            logging.getLogger("exporter.test").exception("multi\nline")
+    finally:
+        configure_logging("info", "text")
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_shard_is_the_contract_hash() -> None:
+    # int.from_bytes(sha256(b"abc").digest()[:8], "big") = 0xba7816bf8f01cfea
+    assert shard_of("abc", 7) == 0xBA7816BF8F01CFEA % 7
+    ids = [f"s{i}" for i in range(300)]
+    owners = [sum(owns(i, shard, 3) for shard in range(3)) for i in ids]
+    assert owners == [1] * 300
+    assert all(owns(i, 0, 1) for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("0.0.0.0:10027", ("0.0.0.0", 10027)),
+        ("[::]:9", ("::", 9)),
+        (":8080", ("0.0.0.0", 8080)),
+        ("localhost:1", ("localhost", 1)),
+    ],
+)
+def test_listen_address_forms(address: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(address) == expected
+
+
+def test_settings_error_never_holds_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTTE_API_KEY", KEY + "\n\x01")
+    with pytest.raises(SettingsError) as info:
+        load_settings({})
+    assert "NOTTE_API_KEY" in str(info.value)
+    assert KEY not in str(info.value)
+
+
+def test_secret_is_masked_in_settings_repr() -> None:
+    settings = load_settings({"api_key": KEY})
+    assert KEY not in repr(settings)
+    assert isinstance(settings.api_key, SecretStr)
