@@ -29,6 +29,9 @@ from exporter.collector import (
 )
 from exporter.snapshot import INFO_LABELS, SessionValues, Snapshot
 
+# prometheus-client's number format (Go's), typed for mypy.
+_number: Callable[[float], str] = floatToGoString
+
 # notte_session_info's labels in prometheus-client's order: sorted by name.
 _INFO_ORDER = sorted((*INFO_LABELS, "session_id"))
 
@@ -70,8 +73,7 @@ def render_session_families(snapshot: Snapshot, openmetrics: bool) -> bytes:
         _header(lines, name, documentation, kind, openmetrics)
         values: Mapping[str, int] = getattr(snapshot, attribute)
         lines.extend(
-            f'{name}{{{label}="{escape(key)}"}} {floatToGoString(value)}\n'
-            for key, value in values.items()
+            f'{name}{{{label}="{escape(key)}"}} {_number(value)}\n' for key, value in values.items()
         )
     return "".join(lines).encode("utf-8")
 
@@ -94,7 +96,7 @@ def _value_lines(
     attribute: str,
 ) -> None:
     prefix = name + '{session_id="'
-    fmt: Callable[[float], str] = floatToGoString
+    fmt = _number
     for session_id, values in zip(ids, sessions, strict=True):
         value = getattr(values, attribute)
         if value is not None:

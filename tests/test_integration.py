@@ -424,7 +424,10 @@ def test_demo_serves_sessions_of_every_status() -> None:
         wait_until(lambda: statuses() >= {"active", "closed", "error", "timed_out"}, timeout=20)
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(10) == 0
+        returncode = process.wait(10)
+        assert process.stderr is not None
+        process.stderr.close()
+    assert returncode == 0
 
 
 def run_cli_argv() -> list[str]:
