@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from exporter.webconfig import WebConfig
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -27,6 +26,7 @@ from exporter.apikey import ApiKeySource
 from exporter.app import App, build_app
 from exporter.http_server import MetricsServer
 from exporter.settings import Settings
+from exporter.webconfig import WebConfig
 
 API_KEY = "sk-test-9f8e7d6c5b4a"
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 
 from exporter.cli import build_parser
 from exporter.settings import SETTING_NAMES, load_settings
+from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 from tests.harness import (
     API_KEY,
     ExporterUnderTest,
