@@ -121,9 +121,12 @@ class SimulatedNotte:
         with self._lock:
             now = self._clock()
             session_id = session_id or f"sess-{self._rng.getrandbits(48):012x}"
-            data = self._new_session(session_id, now)
-            if status != "active":
-                self._finish(data, status, now + self._rng.uniform(5, 120))
+            if status == "active":
+                data = self._new_session(session_id, now)
+            else:  # an ended session lived and ended in the past
+                started = now - self._rng.uniform(120, 900)
+                data = self._new_session(session_id, started)
+                self._finish(data, status, started + self._rng.uniform(5, 110))
             data.update(fields)
             self._sessions[session_id] = _Session(data, system, now, now)
             return dict(data)
