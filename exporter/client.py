@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from exporter import __version__
 from exporter.apikey import ApiKeySource
-from exporter.model import Session, describe_invalid, parse_session
+from exporter.model import KNOWN_STATUSES, Session, describe_invalid, parse_session
 from exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class NotteClient:
         """One session; raises `NotFound` for a 404, `BadResponse` when it does not validate."""
         body = await self._request("get_session", session_path(session_id), None, deadline)
         try:
-            return parse_session(body)
+            return self._checked("get_session", parse_session(body))
         except ValidationError as exc:
             self._count_bad("get_session", "invalid_item")
             raise InvalidSession(f"get_session: invalid session: {describe_invalid(exc)}") from None
@@ -194,7 +194,7 @@ class NotteClient:
         sessions: list[Session] = []
         for index, item in enumerate(items):
             try:
-                sessions.append(parse_session(item))
+                sessions.append(self._checked("list_sessions", parse_session(item)))
             except ValidationError as exc:
                 self._count_bad("list_sessions", "invalid_item")
                 log.warning(
@@ -295,6 +295,12 @@ class NotteClient:
         self._metrics.api_request_duration.labels(endpoint=endpoint).observe(
             time.perf_counter() - started
         )
+
+    def _checked(self, endpoint: str, session: Session) -> Session:
+        """Count a status the contract does not know; the session is still exported."""
+        if session.status not in KNOWN_STATUSES:
+            self._count_bad(endpoint, "unknown_status")
+        return session
 
     def _count_bad(self, endpoint: str, kind: str) -> None:
         self._metrics.bad_api_data.labels(endpoint=endpoint, kind=kind).inc()
