@@ -1,52 +1,111 @@
 """A fake Notte API on loopback: `--demo`, the tests and the benchmarks talk to it.
 
-`SimulatedNotte` is the world: sessions as the raw JSON objects the API
+It stands where the real API stands in the data flow (before the client), so
+everything downstream runs unchanged against it.
+
+`SimulatedNotte` is the world: sessions kept as the raw JSON objects the API
 returns, a seeded random generator and an injectable clock, so a seed and a
 controlled clock give the same world every time. `tick()` lets sessions live:
 traffic and steps grow, idle timers run, sessions end as closed, error or
 timed_out, and new ones start. Faults (status codes, Retry-After, hangs, slow
 or non-JSON bodies, per endpoint, for N requests or until cleared) and a
 request log serve the fault-injection tests. `SimulatorServer` serves the two
-endpoints over HTTP with bearer auth and paging.
+endpoints over HTTP/1.1 with bearer auth and paging.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
+import hmac
 import json
+import logging
+import math
 import random
+import socket
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+logger = logging.getLogger(__name__)
+
 BROWSERS = ("chromium", "chrome", "firefox", "chrome-nightly", "chrome-turbo")
 ERRORS = (
     "Browser crashed: Target closed",
     "Navigation timeout of 30000 ms exceeded",
-    "net::ERR_CONNECTION_RESET at https://example.com/checkout",
-    "Proxy authentication failed",
+    "net::ERR_CONNECTION_RESET at https://shop.example.com/checkout",
+    "Proxy authentication failed (407)",
 )
+STEP_ACTIONS = ("goto", "click", "fill", "scroll", "scrape", "wait")
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
 ENDED = ("closed", "error", "timed_out")
+ENDPOINTS = ("get_session", "list_sessions")
 MAX_PAGE_SIZE = 1000
+MAX_STEPS = 200
+IDLE_TIMEOUTS = ((1, 2, 3, 5), (3, 2, 3, 1))  # minutes, weights
+MAX_DURATIONS = ((5, 15, 30), (1, 6, 2))
+
+# Rates per second of world time for one session. An in-use session works
+# about every 2 s and ends after ~45 s on average: closed by its client,
+# crashed, or abandoned, after which its idle timer runs out (timed_out).
+# With a dozen sessions, a demo shows all three endings within a minute or two.
+ACTIVITY_RATE = 0.5
+END_RATE = 1 / 45
+FATES = (("closed", "error", "abandoned"), (50, 25, 25))
+BIRTH_RATE = 0.3  # for each session missing from the target population
+SURGE_RATE = 1 / 30  # an extra session now and then, so the population hovers
+POPULATED_ABANDONED = 0.3
+SERVE_POLL_INTERVAL = 0.05  # how quickly serve_forever notices shutdown()
 
 
 def iso(seconds: float) -> str:
     """Unix seconds as the API's ISO-8601 date-time."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
+    return stamp.removesuffix("+00:00") + "Z"  # isoformat: several times faster than strftime
 
 
 def iso_duration(seconds: float) -> str:
+    """Seconds as the API's ISO-8601 duration, e.g. PT41.286072S."""
     return f"PT{max(seconds, 0.0):.6f}S"
+
+
+def parse_timestamp(value: Any) -> float | None:
+    """Unix seconds from an ISO date-time (or a number); None for injected nonsense."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def _minutes(value: Any) -> float | None:
+    """A timeout in minutes, or None when the field holds something else."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _chance(rate: float, seconds: float) -> float:
+    """Probability that an event of this rate happens within `seconds`."""
+    return 1.0 - math.exp(-rate * max(seconds, 0.0))
 
 
 @dataclass
 class Fault:
-    """An injected misbehaviour for the next `count` matching requests (None: until cleared)."""
+    """A misbehaviour for the next `count` matching requests (None: until cleared)."""
 
     endpoint: str = "any"
     status: int | None = None
@@ -56,12 +115,19 @@ class Fault:
     body: bytes | None = None
     count: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.endpoint not in ("any", *ENDPOINTS):
+            raise ValueError(f"Fault endpoint must be 'any' or one of {ENDPOINTS}")
+
     def matches(self, endpoint: str) -> bool:
-        return self.endpoint in ("any", endpoint) and (self.count is None or self.count > 0)
+        live = self.count is None or self.count > 0
+        return live and self.endpoint in ("any", endpoint)
 
 
 @dataclass(frozen=True)
 class RequestRecord:
+    """One request as the server saw it; `path` is raw (still percent-encoded)."""
+
     endpoint: str
     path: str
     query: dict[str, str]
@@ -71,27 +137,33 @@ class RequestRecord:
 
 @dataclass
 class _Session:
+    """A session's JSON plus what the life needs that the JSON may not say reliably."""
+
+    session_id: str
     data: dict[str, Any]
     system: bool = False
-    created: float = 0.0
-    accessed: float = 0.0
+    abandoned: bool = False
+    created: float | None = None
+    accessed: float | None = None
+    order: tuple[bool, float, str] = (True, 0.0, "")
 
+    def reindex(self) -> None:
+        """Re-read the timestamps after the JSON changed (odd values give None)."""
+        self.created = parse_timestamp(self.data.get("created_at"))
+        self.accessed = parse_timestamp(self.data.get("last_accessed_at"))
+        self.order = (self.created is None, self.created or 0.0, self.session_id)
 
-@dataclass
-class _Faults:
-    rules: list[Fault] = field(default_factory=list)
+    @property
+    def active(self) -> bool:
+        return bool(self.data.get("status") == "active")
 
-    def take(self, endpoint: str) -> Fault | None:
-        for rule in self.rules:
-            if rule.matches(endpoint):
-                if rule.count is not None:
-                    rule.count -= 1
-                return rule
-        return None
+    def snapshot(self) -> dict[str, Any]:
+        """A copy safe to serialise outside the lock (the life only appends to lists)."""
+        return {k: list(v) if isinstance(v, list) else v for k, v in self.data.items()}
 
 
 class SimulatedNotte:
-    """The simulated world of sessions; every method is thread-safe."""
+    """The simulated world of sessions; every public method is thread-safe."""
 
     def __init__(
         self,
@@ -105,11 +177,14 @@ class SimulatedNotte:
         self._target_active = target_active
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
+        self._active: dict[str, None] = {}  # insertion-ordered set, for a cheap tick
         self._raw_items: list[Any] = []
-        self._faults = _Faults()
+        self._listings: dict[tuple[bool, bool], list[_Session]] = {}
+        self._faults: list[Fault] = []
         self._log: list[RequestRecord] = []
+        self._counts: Counter[str] = Counter()
 
-    # -- building the world --------------------------------------------------
+    # -- building the world ---------------------------------------------------
     def add_session(
         self,
         session_id: str | None = None,
@@ -118,94 +193,181 @@ class SimulatedNotte:
         system: bool = False,
         **fields: Any,
     ) -> dict[str, Any]:
+        """Add a realistic session (ended ones ended in the past); `fields` override."""
         with self._lock:
             now = self._clock()
-            session_id = session_id or f"sess-{self._rng.getrandbits(48):012x}"
-            if status == "active":
-                data = self._new_session(session_id, now)
-            else:  # an ended session lived and ended in the past
-                started = now - self._rng.uniform(120, 900)
-                data = self._new_session(session_id, started)
-                self._finish(data, status, started + self._rng.uniform(5, 110))
-            data.update(fields)
-            self._sessions[session_id] = _Session(data, system, now, now)
-            return dict(data)
+            sid = session_id if session_id is not None else self._new_id()
+            session = _Session(sid, self._new_data(sid, now), system)
+            if status in ENDED:
+                self._end_in_past(session, status, now)
+            else:
+                session.data["status"] = status
+            session.data.update(copy.deepcopy(fields))
+            self._store(session)
+            return session.snapshot()
 
     def populate(self, *, active: int, ended: int = 0) -> None:
-        """`active` live sessions, and `ended` ones spread over closed, error and timed_out."""
-        for _ in range(active):
-            self.add_session()
-        for index in range(ended):
-            self.add_session(status=ENDED[index % len(ENDED)])
+        """`active` sessions of various ages, and `ended` ones spread over the end statuses."""
+        with self._lock:
+            now = self._clock()
+            for _ in range(active):
+                self._store(self._aged_session(now))
+            for index in range(ended):
+                session = _Session(sid := self._new_id(), self._new_data(sid, now))
+                self._end_in_past(session, ENDED[index % len(ENDED)], now)
+                self._store(session)
 
     def update_session(self, session_id: str, **fields: Any) -> None:
+        """Overwrite raw fields with any value, to feed the exporter odd data."""
         with self._lock:
-            self._sessions[session_id].data.update(fields)
+            session = self._sessions[session_id]
+            session.data.update(copy.deepcopy(fields))
+            self._store(session)
 
     def end_session(
         self, session_id: str, status: str = "closed", error: str | None = None
     ) -> None:
+        """End a session now, as the API would after a close, a crash or a timeout."""
         with self._lock:
-            data = self._sessions[session_id].data
-            self._finish(data, status, self._clock(), error)
+            session = self._sessions[session_id]
+            self._finish(session, status, self._clock(), error)
+            self._store(session)
 
     def delete_session(self, session_id: str) -> None:
+        """Forget a session: GET answers 404 and the list omits it."""
         with self._lock:
             self._sessions.pop(session_id, None)
+            self._active.pop(session_id, None)
+            self._listings.clear()
 
     def add_raw_list_item(self, item: Any) -> None:
+        """Append any JSON value to every list answer, until cleared."""
         with self._lock:
-            self._raw_items.append(item)
+            self._raw_items.append(copy.deepcopy(item))
 
     def clear_raw_list_items(self) -> None:
         with self._lock:
             self._raw_items.clear()
 
+    # -- reading ---------------------------------------------------------------
     def session(self, session_id: str) -> dict[str, Any] | None:
         with self._lock:
             found = self._sessions.get(session_id)
-            return dict(found.data) if found else None
+            return found.snapshot() if found else None
 
     def session_ids(self, status: str | None = None) -> list[str]:
         with self._lock:
-            return [sid for sid, s in self._sessions.items() if status in (None, s.data["status"])]
+            return [
+                sid
+                for sid, s in self._sessions.items()
+                if status is None or s.data.get("status") == status
+            ]
+
+    def list_page(
+        self, *, page: int, page_size: int, only_active: bool, include_system: bool
+    ) -> list[Any]:
+        """One page of the list, ordered by created_at then ID so pages never overlap."""
+        return self.page_and_total(
+            page=page, page_size=page_size, only_active=only_active, include_system=include_system
+        )[0]
+
+    def page_and_total(
+        self, *, page: int, page_size: int, only_active: bool, include_system: bool
+    ) -> tuple[list[Any], int]:
+        """A page and the list's length, read under one lock so they agree."""
+        with self._lock:
+            listing = self._listing(only_active, include_system)
+            total = len(listing) + len(self._raw_items)
+            start = (page - 1) * page_size
+            end = start + page_size
+            items: list[Any] = [s.snapshot() for s in listing[start:end]]
+            raw_start, raw_end = max(start - len(listing), 0), max(end - len(listing), 0)
+            items += self._raw_items[raw_start:raw_end]
+            return items, total
+
+    def _listing(self, only_active: bool, include_system: bool) -> list[_Session]:
+        """The sorted list, cached until the next change, so paging is O(page)."""
+        key = (only_active, include_system)
+        if key not in self._listings:
+            chosen = (
+                s
+                for s in self._sessions.values()
+                if (s.active or not only_active) and (include_system or not s.system)
+            )
+            self._listings[key] = sorted(chosen, key=lambda s: s.order)
+        return self._listings[key]
 
     # -- life ------------------------------------------------------------------
     def tick(self, seconds: float) -> None:
-        """Advance the world's life by `seconds` (timestamps come from the clock)."""
+        """Live `seconds` of world time; events are drawn from the rng, times from the clock."""
         with self._lock:
             now = self._clock()
-            active = [s for s in self._sessions.values() if s.data["status"] == "active"]
-            for session in active:
+            for sid in list(self._active):
+                session = self._sessions[sid]
                 self._live(session, seconds, now)
-            alive = sum(1 for s in self._sessions.values() if s.data["status"] == "active")
-            births = max(0, self._target_active - alive)
-            births += 1 if self._rng.random() < seconds / 20 else 0
-            for _ in range(births):
-                sid = f"sess-{self._rng.getrandbits(48):012x}"
-                self._sessions[sid] = _Session(self._new_session(sid, now), False, now, now)
+                if not session.active:
+                    del self._active[sid]
+            for _ in range(self._births(seconds)):
+                self._store(_Session(sid := self._new_id(), self._new_data(sid, now)))
+            self._listings.clear()
 
     def _live(self, session: _Session, seconds: float, now: float) -> None:
-        data = session.data
-        if self._rng.random() < min(1.0, seconds / 4):  # busy: traffic, a step, an access
-            data["network_request_bytes"] += self._rng.randint(200, 20_000)
-            data["network_response_bytes"] += self._rng.randint(2_000, 400_000)
-            if self._rng.random() < 0.5:
-                data["steps"].append({"action": "goto", "at": iso(now)})
-            if self._rng.random() < 0.6:
-                data["last_accessed_at"] = iso(now)
-                session.accessed = now
-        idle_deadline = session.accessed + data["idle_timeout_minutes"] * 60
-        max_deadline = session.created + data["max_duration_minutes"] * 60
-        roll = self._rng.random() * 60 / max(seconds, 1e-9)
-        if now >= idle_deadline or now >= max_deadline:
-            self._finish(data, "timed_out", now)
-        elif roll < 1.2:
-            self._finish(data, "closed", now)
-        elif roll < 1.6:
-            self._finish(data, "error", now, self._rng.choice(ERRORS))
+        """One session's share of a tick: work, then perhaps an ending."""
+        rng = self._rng
+        if not session.abandoned:
+            if rng.random() < _chance(ACTIVITY_RATE, seconds):
+                self._work(session, now)
+            if rng.random() < _chance(END_RATE, seconds):
+                fate = rng.choices(FATES[0], FATES[1])[0]
+                if fate == "abandoned":
+                    session.abandoned = True
+                else:
+                    self._finish(session, fate, now, rng.choice(ERRORS))
+                    return
+        deadline = self._deadline(session)
+        if deadline is not None and now >= deadline:
+            self._finish(session, "timed_out", now, None)
 
-    def _new_session(self, session_id: str, now: float) -> dict[str, Any]:
+    def _work(self, session: _Session, now: float) -> None:
+        """Traffic, maybe a step, maybe an access; fields holding odd values are left alone."""
+        data, rng = session.data, self._rng
+        for name, top in (("network_request_bytes", 20_000), ("network_response_bytes", 400_000)):
+            if type(data.get(name)) is int:
+                data[name] += rng.randint(top // 100, top)
+        steps = data.get("steps")
+        if rng.random() < 0.5 and isinstance(steps, list) and len(steps) < MAX_STEPS:
+            steps.append({"type": rng.choice(STEP_ACTIONS), "timestamp": iso(now)})
+        if rng.random() < 0.7:
+            data["last_accessed_at"] = iso(now)
+            session.accessed = now
+
+    @staticmethod
+    def _deadline(session: _Session) -> float | None:
+        """When the API would time the session out: idle or max duration, whichever first."""
+        data = session.data
+        idle = _minutes(data.get("idle_timeout_minutes", data.get("timeout_minutes")))
+        longest = _minutes(data.get("max_duration_minutes"))
+        deadlines = []
+        if idle is not None and session.accessed is not None:
+            deadlines.append(session.accessed + idle * 60)
+        if longest is not None and session.created is not None:
+            deadlines.append(session.created + longest * 60)
+        return min(deadlines, default=None)
+
+    def _births(self, seconds: float) -> int:
+        """New sessions: refill towards the target, plus a surge now and then."""
+        missing = max(self._target_active - len(self._active), 0)
+        births = sum(self._rng.random() < _chance(BIRTH_RATE, seconds) for _ in range(missing))
+        return births + (self._rng.random() < _chance(SURGE_RATE, seconds))
+
+    # -- making sessions -------------------------------------------------------
+    def _new_id(self) -> str:
+        while (sid := f"sess-{self._rng.getrandbits(48):012x}") in self._sessions:
+            pass
+        return sid
+
+    def _new_data(self, session_id: str, now: float) -> dict[str, Any]:
+        """A fresh active session as the API returns it."""
         rng = self._rng
         return {
             "session_id": session_id,
@@ -213,8 +375,8 @@ class SimulatedNotte:
             "created_at": iso(now),
             "last_accessed_at": iso(now),
             "closed_at": None,
-            "idle_timeout_minutes": rng.choice([1, 2, 3, 5]),
-            "max_duration_minutes": rng.choice([5, 15, 30]),
+            "idle_timeout_minutes": rng.choices(*IDLE_TIMEOUTS)[0],
+            "max_duration_minutes": rng.choices(*MAX_DURATIONS)[0],
             "duration": None,
             "steps": [],
             "error": None,
@@ -223,59 +385,91 @@ class SimulatedNotte:
             "use_file_storage": rng.random() < 0.2,
             "network_request_bytes": 0,
             "network_response_bytes": 0,
-            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) notte-simulator",
-            "viewport_width": 1280,
-            "viewport_height": 720,
+            "user_agent": USER_AGENT,
+            "viewport_width": rng.choice((1280, 1366, 1920)),
+            "viewport_height": rng.choice((720, 768, 1080)),
             "headless": rng.random() < 0.8,
-            "solve_captchas": rng.choice([True, False, None]),
+            "solve_captchas": rng.choice((True, False, None)),
             "cdp_url": f"wss://cdp.notte.invalid/{session_id}",
             "viewer_url": f"https://viewer.notte.invalid/{session_id}",
             "web_bot_auth": rng.random() < 0.1,
         }
 
-    @staticmethod
-    def _finish(data: dict[str, Any], status: str, now: float, error: str | None = None) -> None:
-        created = datetime.fromisoformat(data["created_at"].replace("Z", "+00:00")).timestamp()
+    def _aged_session(self, now: float) -> _Session:
+        """An active session that started a while ago, so a fresh world looks lived-in."""
+        rng = self._rng
+        session = _Session(sid := self._new_id(), self._new_data(sid, now))
+        data = session.data
+        age = rng.uniform(0, 240)
+        idle_seconds = data["idle_timeout_minutes"] * 60
+        session.abandoned = rng.random() < POPULATED_ABANDONED
+        quiet = rng.uniform(0, idle_seconds * 0.95) if session.abandoned else rng.uniform(0, 3)
         data.update(
-            status=status,
-            closed_at=iso(now),
-            duration=iso_duration(now - created),
-            error=error if status == "error" and error else data.get("error"),
+            created_at=iso(now - age),
+            last_accessed_at=iso(now - min(quiet, age)),
+            network_request_bytes=int(age * rng.uniform(100, 5_000)),
+            network_response_bytes=int(age * rng.uniform(5_000, 100_000)),
+            steps=[
+                {"type": rng.choice(STEP_ACTIONS), "timestamp": iso(now - age + i * 30)}
+                for i in range(int(age // 30))
+            ],
         )
-        if status == "error" and not data["error"]:
-            data["error"] = ERRORS[0]
+        return session
 
-    # -- serving ---------------------------------------------------------------
-    def list_page(
-        self, *, page: int, page_size: int, only_active: bool, include_system: bool
-    ) -> tuple[list[Any], int]:
-        """One page of the list (and the total), in a stable order."""
-        with self._lock:
-            items: list[Any] = [
-                dict(s.data)
-                for s in self._sessions.values()
-                if (not only_active or s.data["status"] == "active")
-                and (include_system or not s.system)
-            ]
-            items += self._raw_items
-        start = (page - 1) * page_size
-        return items[start : start + page_size], len(items)
+    def _end_in_past(self, session: _Session, status: str, now: float) -> None:
+        """End a session long enough ago that an exporter starting now sees it as history."""
+        rng, data = self._rng, session.data
+        started = now - rng.uniform(900, 1800)
+        last_access = started + rng.uniform(5, 110)
+        data.update(created_at=iso(started), last_accessed_at=iso(last_access))
+        session.reindex()
+        ended = last_access + (data["idle_timeout_minutes"] * 60 if status == "timed_out" else 0)
+        self._finish(session, status, ended, rng.choice(ERRORS))
 
+    @staticmethod
+    def _finish(session: _Session, status: str, when: float, error: str | None) -> None:
+        """Set the fields an ending sets; `error` only lands on an error ending."""
+        data = session.data
+        data.update(status=status, closed_at=iso(when))
+        if session.created is not None:
+            data["duration"] = iso_duration(when - session.created)
+        if status == "error":
+            data["error"] = error or data.get("error") or ERRORS[0]
+
+    def _store(self, session: _Session) -> None:
+        """(Re)index a session after any change; drops the cached listings."""
+        session.reindex()
+        self._sessions[session.session_id] = session
+        if session.active:
+            self._active[session.session_id] = None
+        else:
+            self._active.pop(session.session_id, None)
+        self._listings.clear()
+
+    # -- faults and accounting (the server's side) -----------------------------
     def inject(self, fault: Fault) -> None:
+        """Add a fault (a copy: its count runs down here, not in the caller's object)."""
         with self._lock:
-            self._faults.rules.append(fault)
+            self._faults.append(dataclasses.replace(fault))
 
     def clear_faults(self) -> None:
         with self._lock:
-            self._faults.rules.clear()
+            self._faults.clear()
 
     def take_fault(self, endpoint: str) -> Fault | None:
+        """The first live fault for this endpoint, counted as used."""
         with self._lock:
-            return self._faults.take(endpoint)
+            for fault in self._faults:
+                if fault.matches(endpoint):
+                    if fault.count is not None:
+                        fault.count -= 1
+                    return dataclasses.replace(fault)
+            return None
 
     def record(self, record: RequestRecord) -> None:
         with self._lock:
             self._log.append(record)
+            self._counts[record.endpoint] += 1
 
     def request_log(self) -> list[RequestRecord]:
         with self._lock:
@@ -283,15 +477,23 @@ class SimulatedNotte:
 
     def requests_total(self, endpoint: str | None = None) -> int:
         with self._lock:
-            return sum(1 for r in self._log if endpoint in (None, r.endpoint))
+            return len(self._log) if endpoint is None else self._counts[endpoint]
 
     def reset_requests(self) -> None:
         with self._lock:
             self._log.clear()
+            self._counts.clear()
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
 
 
 class SimulatorServer:
-    """Serves a `SimulatedNotte` on 127.0.0.1 (port 0: a free one)."""
+    """Serves a `SimulatedNotte` over HTTP on loopback (port 0: a free one)."""
 
     def __init__(
         self,
@@ -303,16 +505,21 @@ class SimulatorServer:
         list_shape: str = "items",
         tick_interval: float | None = None,
     ) -> None:
+        if list_shape not in ("items", "list"):
+            raise ValueError("list_shape must be 'items' or 'list'")
         self.world = world
         self.api_key = api_key
         self.list_shape = list_shape
-        self.released = threading.Event()
+        self._address = (host, port)
         self._tick_interval = tick_interval
-        self._httpd = _SimulatorHTTPServer((host, port), _SimulatorHandler, self)
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
         self._threads: list[threading.Thread] = []
 
     @property
     def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the simulator is not started")
         return int(self._httpd.server_address[1])
 
     @property
@@ -320,9 +527,17 @@ class SimulatorServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._spawn(self._httpd.serve_forever, "simulator-http")
+        """Bind and serve on a daemon thread; tick the world on another if asked."""
+        if self._httpd is not None or self._stopping.is_set():
+            raise RuntimeError("a simulator server starts once")
+        self._httpd = _HTTPServer(self._address, self)
+        self._spawn(self._serve, "simulator-http")
         if self._tick_interval:
             self._spawn(self._tick_forever, "simulator-life")
+
+    def _serve(self) -> None:
+        assert self._httpd is not None
+        self._httpd.serve_forever(poll_interval=SERVE_POLL_INTERVAL)
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -330,19 +545,39 @@ class SimulatorServer:
         self._threads.append(thread)
 
     def _tick_forever(self) -> None:
-        assert self._tick_interval is not None
-        while not self.released.wait(self._tick_interval):
-            self.world.tick(self._tick_interval)
+        """Real time drives the life; a failing tick is logged, not fatal to the demo."""
+        interval = self._tick_interval or 1.0
+        while not self._stopping.wait(interval):
+            try:
+                self.world.tick(interval)
+            except Exception:
+                logger.exception("simulated tick failed")
 
     def stop(self) -> None:
-        """Release hanging answers, stop serving and ticking; idempotent."""
-        if self.released.is_set():
+        """Release hangs, stop ticking and serving, drop open connections; idempotent."""
+        if self._stopping.is_set():
             return
-        self.released.set()
+        self._stopping.set()
+        if self._httpd is None:
+            return
         self._httpd.shutdown()
+        self._httpd.close_connections()
         self._httpd.server_close()
         for thread in self._threads:
             thread.join(timeout=2)
+
+    def pause(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True when the server is stopping (the wait was cut short)."""
+        return self._stopping.wait(seconds)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def authorised(self, header: str | None) -> bool:
+        scheme, _, key = (header or "").partition(" ")
+        expected = self.api_key.encode()
+        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), expected)
 
     def __enter__(self) -> SimulatorServer:
         self.start()
@@ -356,113 +591,174 @@ class SimulatorServer:
     ) -> None:
         self.stop()
 
-
-class _SimulatorHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], handler: Any, owner: SimulatorServer) -> None:
-        super().__init__(address, handler)
-        self.owner = owner
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away mid-answer is expected in fault tests."""
-
-
-class _SimulatorHandler(BaseHTTPRequestHandler):
-    server: _SimulatorHTTPServer
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        owner = self.server.owner
-        url = urlsplit(self.path)
-        endpoint, session_id = _route(url.path)
-        query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-        authorised = self.headers.get("Authorization") == f"Bearer {owner.api_key}"
-        fault = owner.world.take_fault(endpoint) if endpoint != "other" else None
-        status, body, headers = self._answer(endpoint, session_id, query, authorised, fault)
-        owner.world.record(RequestRecord(endpoint, url.path, query, status, authorised))
-        if fault is not None and fault.hang and owner.released.wait(fault.hang):
-            return
-        self._send(status, body, headers, fault.slow_body if fault else 0.0)
-
-    def _answer(
+    # -- answering -------------------------------------------------------------
+    def answer(
         self,
         endpoint: str,
         session_id: str,
         query: dict[str, str],
         authorised: bool,
         fault: Fault | None,
-    ) -> tuple[int, bytes, dict[str, str]]:
+    ) -> _Answer:
+        """What to answer: an injected status first, then routing, auth and the world."""
         headers = {"Retry-After": fault.retry_after} if fault and fault.retry_after else {}
         if fault is not None and fault.status is not None:
-            body = fault.body if fault.body is not None else _json({"detail": "injected"})
-            return fault.status, body, headers
-        if endpoint == "other":
-            return 404, _json({"detail": "Not Found"}), headers
-        if not authorised:
-            return 401, _json({"detail": "Invalid API key"}), headers
-        status, body = self._get(session_id) if endpoint == "get_session" else self._list(query)
+            body = fault.body if fault.body is not None else _json({"detail": "Injected fault"})
+            return _Answer(fault.status, body, headers)
+        status, body = self._route(endpoint, session_id, query, authorised)
         if fault is not None and fault.body is not None:
             body = fault.body
-        return status, body, headers
+        return _Answer(status, body, headers)
 
-    def _get(self, session_id: str) -> tuple[int, bytes]:
-        found = self.server.owner.world.session(session_id)
-        if found is None:
-            return 404, _json({"detail": "Session not found"})
-        return 200, _json(found)
+    def _route(
+        self, endpoint: str, session_id: str, query: dict[str, str], authorised: bool
+    ) -> tuple[int, bytes]:
+        if endpoint == "other":
+            return 404, _json({"detail": "Not Found"})
+        if not authorised:
+            return 401, _json({"detail": "Invalid API key"})
+        if endpoint == "get_session":
+            found = self.world.session(session_id)
+            return (200, _json(found)) if found else (404, _json({"detail": "Session not found"}))
+        return self._list(query)
 
     def _list(self, query: dict[str, str]) -> tuple[int, bytes]:
+        """The list endpoint: FastAPI-style validation (422), then a page in either shape."""
         try:
             page = int(query.get("page", "1"))
             page_size = int(query.get("page_size", "10"))
-        except ValueError:
-            return 422, _json({"detail": "page and page_size must be integers"})
+            only_active = _boolean(query.get("only_active", "true"))
+            include_system = _boolean(query.get("include_system", "false"))
+        except ValueError as exc:
+            return 422, _json({"detail": f"Invalid query parameter: {exc}"})
         if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-            return 422, _json({"detail": "page or page_size out of range"})
-        owner = self.server.owner
-        items, total = owner.world.list_page(
-            page=page,
-            page_size=page_size,
-            only_active=query.get("only_active") == "true",
-            include_system=query.get("include_system") == "true",
+            return 422, _json({"detail": f"page >= 1 and 1 <= page_size <= {MAX_PAGE_SIZE}"})
+        items, total = self.world.page_and_total(
+            page=page, page_size=page_size, only_active=only_active, include_system=include_system
         )
-        if owner.list_shape == "list":
+        if self.list_shape == "list":
             return 200, _json(items)
         has_next = page * page_size < total
         body = {"items": items, "page": page, "page_size": page_size, "total": total}
         return 200, _json({**body, "has_next": has_next})
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str], slow: float) -> None:
-        self.send_response(status)
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Keeps hold of open connections so stop() can cut keep-alive clients off."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], owner: SimulatorServer) -> None:
+        self.owner = owner
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def close_connections(self) -> None:
+        """Shut every open connection, so no handler answers after stop()."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients going away mid-answer are normal in fault tests; anything else is a bug."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            logger.exception("simulator failed to answer %s", client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    # Headers and body are two writes; without this the body waits ~40 ms for
+    # the client's delayed ACK, which would dominate every simulated request.
+    disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:
+        self._serve(routed=True)
+
+    def _other_method(self) -> None:
+        """Other methods are unknown routes; their body is unread, so the connection closes."""
+        self.close_connection = True
+        self._serve(routed=False)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _other_method
+
+    def _serve(self, *, routed: bool) -> None:
+        owner = self.server.owner
+        if owner.stopping:
+            self.close_connection = True
+            return
+        target = urlsplit(self.path)
+        endpoint, session_id = _route(target.path) if routed else ("other", "")
+        query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
+        authorised = owner.authorised(self.headers.get("Authorization"))
+        fault = owner.world.take_fault(endpoint) if endpoint != "other" else None
+        answer = owner.answer(endpoint, session_id, query, authorised, fault)
+        owner.world.record(RequestRecord(endpoint, target.path, query, answer.status, authorised))
+        if fault is not None and fault.hang and owner.pause(fault.hang):
+            self.close_connection = True
+            return
+        self._send(answer, fault.slow_body if fault else 0.0)
+
+    def _send(self, answer: _Answer, slow: float) -> None:
+        self.send_response(answer.status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
+        self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if not slow:
-            self.wfile.write(body)
+        if self.command == "HEAD":
             return
-        chunks = max(1, min(len(body), 10))
-        size = -(-len(body) // chunks)
-        for start in range(0, len(body), size):
-            if self.server.owner.released.wait(slow / chunks):
+        if slow > 0:
+            self._dribble(answer.body, slow)
+        else:
+            self.wfile.write(answer.body)
+
+    def _dribble(self, body: bytes, seconds: float) -> None:
+        """Send the body in small pieces over `seconds`, stopping if the server stops."""
+        pieces = max(1, min(len(body), math.ceil(seconds / 0.05)))
+        size = max(1, math.ceil(len(body) / pieces))
+        for start in range(0, max(len(body), 1), size):
+            if self.server.owner.pause(seconds / pieces):
+                self.close_connection = True
                 return
             self.wfile.write(body[start : start + size])
             self.wfile.flush()
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the request log is kept in the world instead."""
+        """Quiet: the world keeps a request log instead."""
 
 
 def _route(path: str) -> tuple[str, str]:
+    """Endpoint and the percent-decoded session ID, from the raw path."""
     if path == "/sessions":
         return "list_sessions", ""
-    if path.startswith("/sessions/") and len(path) > len("/sessions/"):
-        return "get_session", unquote(path[len("/sessions/") :])
+    prefix = "/sessions/"
+    if path.startswith(prefix) and len(path) > len(prefix):
+        return "get_session", unquote(path[len(prefix) :])
     return "other", ""
 
 
+def _boolean(value: str) -> bool:
+    """A query boolean the way FastAPI reads one."""
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
 def _json(value: Any) -> bytes:
-    return json.dumps(value).encode()
+    return json.dumps(value, default=str).encode()
