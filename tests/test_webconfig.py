@@ -1,0 +1,687 @@
+"""The web config file: parsing and its errors, basic auth, and real TLS handshakes."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import shutil
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+
+from exporter.webconfig import (
+    BasicAuthVerifier,
+    TLSConfig,
+    WebConfig,
+    WebConfigError,
+    build_ssl_context,
+    load_web_config,
+)
+
+
+def _hash(password: str, rounds: int = 4) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode()
+
+
+ALICE_PASSWORD = "correct horse battery staple"
+ALICE_HASH = _hash(ALICE_PASSWORD)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class Certs:
+    folder: Path
+    ca: Path
+    server_crt: Path
+    server_key: Path
+    client_crt: Path
+    client_key: Path
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    folder = tmp_path_factory.mktemp("certs")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(
+        "req",
+        "-x509",
+        *new_key,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=notte-test-ca",
+    )
+    (folder / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
+    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for serial, name in enumerate(("server", "client"), start=2):
+        openssl(
+            "req", *new_key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            str(serial),
+            "-days",
+            "1",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.crt",
+        )
+    openssl("pkey", "-in", "server.key", "-aes256", "-passout", "pass:hunter2", "-out", "enc.key")
+    return Certs(
+        folder,
+        folder / "ca.crt",
+        folder / "server.crt",
+        folder / "server.key",
+        folder / "client.crt",
+        folder / "client.key",
+    )
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, certs: Certs) -> Path:
+    """A folder holding copies of the certificates, for configs with relative paths."""
+    for name in ("ca.crt", "server.crt", "server.key", "client.key", "enc.key"):
+        shutil.copy(certs.folder / name, tmp_path / name)
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    return tmp_path
+
+
+def _write(folder: Path, text: str, name: str = "web.yml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n", "basic_auth_users:\n"])
+def test_empty_file_means_no_tls_and_no_auth(tmp_path: Path, text: str) -> None:
+    config = load_web_config(_write(tmp_path, text))
+
+    assert config.tls is None
+    assert dict(config.basic_auth_users) == {}
+    assert dict(config.headers) == {}
+    assert not BasicAuthVerifier(config.basic_auth_users).enabled
+
+
+def test_full_config_with_relative_paths_loads(
+    config_dir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(
+        config_dir,
+        f"""
+tls_server_config:
+  cert_file: server.crt
+  key_file: server.key
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: ca.crt
+  min_version: TLS12
+  max_version: TLS13
+http_server_config:
+  http2: true
+  headers:
+    Strict-Transport-Security: max-age=31536000
+    x-frame-options: deny
+    X-XSS-Protection: 0
+    Content-Security-Policy: ""
+basic_auth_users:
+  alice: {ALICE_HASH}
+  "bob": '{_hash("bob's password")}'
+""",
+    )
+    # Relative paths follow the file's folder, not the working directory.
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+
+    config = load_web_config(path)
+
+    assert config.tls == TLSConfig(
+        cert_file=config_dir / "server.crt",
+        key_file=config_dir / "server.key",
+        client_auth_type="RequireAndVerifyClientCert",
+        client_ca_file=config_dir / "ca.crt",
+        min_version="TLS12",
+        max_version="TLS13",
+    )
+    assert config.basic_auth_users["alice"] == ALICE_HASH.encode()
+    assert set(config.basic_auth_users) == {"alice", "bob"}
+    # Names take exporter-toolkit's spelling; a blank value means "not set".
+    assert dict(config.headers) == {
+        "Strict-Transport-Security": "max-age=31536000",
+        "X-Frame-Options": "deny",
+        "X-XSS-Protection": "0",
+    }
+    assert ALICE_HASH not in repr(config)
+
+
+def test_empty_tls_section_means_no_tls(tmp_path: Path) -> None:
+    assert load_web_config(_write(tmp_path, "tls_server_config: {}\n")).tls is None
+
+
+ERRORS = [
+    ("unknown top-level key", "tls_config:\n  cert_file: server.crt\n", "tls_config: unknown key"),
+    (
+        "unknown nested key",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  ciphers: [x]\n",
+        "tls_server_config.ciphers: unknown key",
+    ),
+    (
+        "unknown header section key",
+        "http_server_config:\n  header:\n    X-Frame-Options: deny\n",
+        "http_server_config.header: unknown key",
+    ),
+    (
+        "exporter-toolkit key this exporter cannot honour",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_allowed_sans: [client]\n",
+        "tls_server_config.client_allowed_sans: not supported",
+    ),
+    ("rate limit", "rate_limit:\n  interval: 1s\n  burst: 5\n", "rate_limit: not supported"),
+    ("top level not a mapping", "- a\n- b\n", "top level: must be a mapping"),
+    (
+        "missing cert file",
+        "tls_server_config:\n  cert_file: missing.crt\n  key_file: server.key\n",
+        "tls_server_config.cert_file: file not found: {dir}/missing.crt",
+    ),
+    (
+        "missing key file",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: missing.key\n",
+        "tls_server_config.key_file: file not found: {dir}/missing.key",
+    ),
+    (
+        "cert_file not given",
+        "tls_server_config:\n  key_file: server.key\n",
+        "tls_server_config.cert_file: required",
+    ),
+    (
+        "cert_file not text",
+        "tls_server_config:\n  cert_file: [server.crt]\n  key_file: server.key\n",
+        "tls_server_config.cert_file: must be a file name",
+    ),
+    (
+        "cert_file not a certificate",
+        "tls_server_config:\n  cert_file: junk.pem\n  key_file: server.key\n",
+        "tls_server_config.cert_file: no PEM certificate in {dir}/junk.pem",
+    ),
+    (
+        "key that does not match the certificate",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: client.key\n",
+        "tls_server_config.key_file: does not match cert_file",
+    ),
+    (
+        "key file that is not a key",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: junk.pem\n",
+        "tls_server_config.key_file: no usable PEM private key",
+    ),
+    (
+        "encrypted key (must not prompt on the terminal)",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: enc.key\n",
+        "tls_server_config.key_file: {dir}/enc.key is encrypted",
+    ),
+    (
+        "bad client_auth_type",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireCert\n",
+        "tls_server_config.client_auth_type: unknown value 'RequireCert'",
+    ),
+    (
+        "bad min_version",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  min_version: TLS1.2\n",
+        "tls_server_config.min_version: unknown value 'TLS1.2'",
+    ),
+    (
+        "max_version below min_version",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  min_version: TLS13\n  max_version: TLS12\n",
+        "tls_server_config.max_version: TLS12 is below min_version TLS13",
+    ),
+    (
+        "verification without a CA",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n",
+        "tls_server_config.client_ca_file: required by client_auth_type RequireAndVerifyClientCert",
+    ),
+    (
+        "RequireAnyClientCert without a CA (Python verifies every client certificate)",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAnyClientCert\n",
+        "tls_server_config.client_ca_file: required by client_auth_type RequireAnyClientCert",
+    ),
+    (
+        "a CA that would never be used",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_ca_file: ca.crt\n",
+        "tls_server_config.client_ca_file: set, but client_auth_type is NoClientCert",
+    ),
+    (
+        "client CA file that is not a certificate",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: junk.pem\n",
+        "tls_server_config.client_ca_file: no PEM certificate in {dir}/junk.pem",
+    ),
+    (
+        "plaintext password instead of a hash",
+        "basic_auth_users:\n  alice: hunter2\n",
+        "basic_auth_users.alice: not a bcrypt hash",
+    ),
+    (
+        "another hash scheme",
+        "basic_auth_users:\n  alice: $6$saltsalt$9ZcK3LC6fHsu5RCl0pY0MPa9v6Cn5UKjJ0u8GqQm8pI\n",
+        "basic_auth_users.alice: not a bcrypt hash",
+    ),
+    (
+        "truncated bcrypt hash",
+        f"basic_auth_users:\n  alice: {ALICE_HASH[:-5]}\n",
+        "basic_auth_users.alice: not a bcrypt hash",
+    ),
+    (
+        "user name with a colon",
+        f"basic_auth_users:\n  'a:b': {ALICE_HASH}\n",
+        "basic_auth_users.a:b: no ':' or NUL",
+    ),
+    (
+        "users as a list",
+        f"basic_auth_users:\n  - {ALICE_HASH}\n",
+        "basic_auth_users: must be a mapping",
+    ),
+    (
+        "forbidden header",
+        "http_server_config:\n  headers:\n    Content-Type: text/html\n",
+        "http_server_config.headers.Content-Type: cannot be configured",
+    ),
+    (
+        "forbidden auth header",
+        "http_server_config:\n  headers:\n    WWW-Authenticate: None\n",
+        "http_server_config.headers.WWW-Authenticate: cannot be configured",
+    ),
+    (
+        "header value outside its allowed set",
+        "http_server_config:\n  headers:\n    X-Frame-Options: allow-from x\n",
+        "http_server_config.headers.X-Frame-Options: must be one of deny, sameorigin",
+    ),
+    (
+        "header value that is not text",
+        "http_server_config:\n  headers:\n    Content-Security-Policy: [a, b]\n",
+        "http_server_config.headers.Content-Security-Policy: must be printable ASCII text",
+    ),
+    (
+        "http2 not a boolean",
+        "http_server_config:\n  http2: sometimes\n",
+        "http_server_config.http2: must be true or false",
+    ),
+    (
+        "YAML syntax error",
+        "tls_server_config:\n  cert_file: server.crt\n key_file: [server.key\n",
+        "not valid YAML at line",
+    ),
+    (
+        "a key given twice",
+        f"basic_auth_users:\n  alice: {ALICE_HASH}\n  alice: {ALICE_HASH}\n",
+        "not valid YAML at line 3, column 3: duplicate key 'alice'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), ERRORS, ids=[e[0] for e in ERRORS])
+def test_bad_config_is_one_line_naming_the_key(
+    config_dir: Path, case: str, text: str, expected: str
+) -> None:
+    path = _write(config_dir, text)
+
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+
+    message = str(caught.value)
+    assert message.startswith(f"web config {path}: ")
+    assert expected.format(dir=config_dir) in message
+    assert "\n" not in message
+    assert ALICE_HASH not in message
+    assert ALICE_HASH[7:29] not in message  # not even the salt
+    assert "hunter2" not in message
+
+
+def test_missing_web_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(
+        WebConfigError, match=r"web config .*nowhere\.yml: cannot read: No such file"
+    ):
+        load_web_config(tmp_path / "nowhere.yml")
+
+
+def test_control_characters_in_names_stay_on_one_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'basic_auth_users:\n  "eve\\nINFO fake log line": nope\n')
+
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+
+    assert "\n" not in str(caught.value)
+    assert "eve\\nINFO" in str(caught.value)
+
+
+# --- the SSL context -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client_auth_type", "verify_mode"),
+    [
+        ("NoClientCert", ssl.CERT_NONE),
+        ("RequestClientCert", ssl.CERT_NONE),
+        ("RequireAnyClientCert", ssl.CERT_REQUIRED),
+        ("VerifyClientCertIfGiven", ssl.CERT_OPTIONAL),
+        ("RequireAndVerifyClientCert", ssl.CERT_REQUIRED),
+    ],
+)
+def test_client_auth_type_sets_the_verify_mode(
+    certs: Certs, client_auth_type: str, verify_mode: ssl.VerifyMode
+) -> None:
+    ca = certs.ca if client_auth_type not in ("NoClientCert", "RequestClientCert") else None
+    tls = TLSConfig(certs.server_crt, certs.server_key, client_auth_type, ca)
+
+    context = build_ssl_context(tls)
+
+    assert context.verify_mode == verify_mode
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_tls10_minimum_is_honoured_without_a_deprecation_warning(certs: Certs) -> None:
+    # pytest runs with filterwarnings=error: Python's DeprecationWarning would fail this.
+    context = build_ssl_context(TLSConfig(certs.server_crt, certs.server_key, min_version="TLS10"))
+
+    assert context.minimum_version == ssl.TLSVersion.TLSv1
+
+
+class _Hello(BaseHTTPRequestHandler):
+    timeout = 5
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
+    def do_GET(self) -> None:
+        body = b"hello\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # refused handshakes are what some tests expect
+
+
+@contextmanager
+def _https_server(context: ssl.SSLContext) -> Iterator[int]:
+    server = _QuietServer(("127.0.0.1", 0), _Hello)
+    server.socket = context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _get(port: int, certs: Certs, *, client_cert: bool, max_version: Any = None) -> int:
+    context = ssl.create_default_context(cafile=certs.ca)
+    if client_cert:
+        context.load_cert_chain(certs.client_crt, certs.client_key)
+    if max_version is not None:
+        context.maximum_version = max_version
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_handshake_requires_a_verified_client_certificate(config_dir: Path, certs: Certs) -> None:
+    path = _write(
+        config_dir,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    )
+    tls = load_web_config(path).tls
+    assert tls is not None
+
+    with _https_server(build_ssl_context(tls)) as port:
+        # TLS 1.3 reports a missing client certificate after the client's side of the
+        # handshake, so the failure may surface on the request or on the response.
+        with pytest.raises((OSError, http.client.HTTPException)):
+            _get(port, certs, client_cert=False)
+        assert _get(port, certs, client_cert=True) == 200
+
+
+def test_handshake_without_client_auth_and_min_version(config_dir: Path, certs: Certs) -> None:
+    path = _write(
+        config_dir, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )
+    tls = load_web_config(path).tls
+    assert tls is not None
+    strict = TLSConfig(tls.cert_file, tls.key_file, min_version="TLS13")
+
+    with _https_server(build_ssl_context(tls)) as port:
+        assert _get(port, certs, client_cert=False) == 200
+    with _https_server(build_ssl_context(strict)) as port:
+        assert _get(port, certs, client_cert=False) == 200
+        with pytest.raises(ssl.SSLError):
+            _get(port, certs, client_cert=False, max_version=ssl.TLSVersion.TLSv1_2)
+
+
+# --- basic auth ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Counts bcrypt checks (recording the hash each was made against) and delegates."""
+    calls: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def counting(password: bytes, hashed: bytes) -> bool:
+        calls.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    return calls
+
+
+def _verifier(**users: str) -> BasicAuthVerifier:
+    return BasicAuthVerifier({name: hashed.encode() for name, hashed in users.items()})
+
+
+def test_right_password_is_accepted() -> None:
+    verifier = _verifier(alice=ALICE_HASH)
+
+    assert verifier.enabled
+    assert verifier.check(_basic("alice", ALICE_PASSWORD))
+    assert verifier.check("basic " + _basic("alice", ALICE_PASSWORD)[6:])  # scheme is caseless
+
+
+def test_a_2y_hash_from_htpasswd_is_accepted() -> None:
+    verifier = _verifier(alice="$2y$" + ALICE_HASH[4:])
+
+    assert verifier.check(_basic("alice", ALICE_PASSWORD))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        _basic("alice", "wrong"),
+        _basic("alice", ""),
+        _basic("mallory", ALICE_PASSWORD),
+        _basic("Alice", ALICE_PASSWORD),
+        _basic("alice", ALICE_PASSWORD + "x"),
+        _basic("alice", "x" * 100),  # bcrypt >= 5 raises on > 72 bytes: must not escape
+        "Basic",
+        "Basic ",
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"alice-without-a-colon").decode(),
+        "Basic " + base64.b64encode(b"al\0ice:x").decode(),
+        "Basic ünïcode",
+        "Bearer " + base64.b64encode(f"alice:{ALICE_PASSWORD}".encode()).decode(),
+        "Digest username=alice",
+    ],
+)
+def test_bad_credentials_are_refused(header: str | None) -> None:
+    assert not _verifier(alice=ALICE_HASH).check(header)
+
+
+def test_no_users_means_disabled_and_nothing_passes() -> None:
+    verifier = BasicAuthVerifier({})
+
+    assert not verifier.enabled
+    assert not verifier.check(_basic("alice", ALICE_PASSWORD))
+
+
+def test_unknown_user_pays_a_bcrypt_check_at_the_highest_cost(checkpw_calls: list[bytes]) -> None:
+    costly = _hash("bob's password", rounds=6)
+    verifier = _verifier(alice=ALICE_HASH, bob=costly)
+
+    assert not verifier.check(_basic("mallory", "guess"))
+
+    assert checkpw_calls == [costly.encode()]
+
+
+def test_success_is_cached_and_bcrypt_not_paid_again(checkpw_calls: list[bytes]) -> None:
+    verifier = _verifier(alice=ALICE_HASH)
+    header = _basic("alice", ALICE_PASSWORD)
+
+    assert verifier.check(header)
+    assert verifier.check(header)
+    assert verifier.check(header)
+
+    assert len(checkpw_calls) == 1
+
+
+def test_failures_are_not_cached(checkpw_calls: list[bytes]) -> None:
+    verifier = _verifier(alice=ALICE_HASH)
+
+    for _ in range(3):
+        assert not verifier.check(_basic("alice", "wrong"))
+    assert verifier.check(_basic("alice", ALICE_PASSWORD))
+
+    assert len(checkpw_calls) == 4
+
+
+def test_cache_is_bounded_and_evicts_the_oldest(checkpw_calls: list[bytes]) -> None:
+    users = {name: _hash(f"{name}-pw") for name in ("a", "b", "c")}
+    verifier = BasicAuthVerifier({n: h.encode() for n, h in users.items()}, cache_size=2)
+
+    for name in ("a", "b", "a", "c"):  # "a" is touched again, so "b" is the oldest
+        assert verifier.check(_basic(name, f"{name}-pw"))
+    assert len(checkpw_calls) == 3
+    assert verifier.check(_basic("a", "a-pw"))
+    assert verifier.check(_basic("c", "c-pw"))
+    assert len(checkpw_calls) == 3
+    assert verifier.check(_basic("b", "b-pw"))
+    assert len(checkpw_calls) == 4
+
+
+def _strings_in(value: object, seen: set[int] | None = None) -> Iterator[bytes]:
+    """Every str and bytes reachable from `value` (containers and object attributes)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, bytes | bytearray):
+        yield bytes(value)
+    elif isinstance(value, str):
+        yield value.encode()
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings_in(key, seen)
+            yield from _strings_in(item, seen)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _strings_in(item, seen)
+    elif hasattr(value, "__dict__"):
+        yield from _strings_in(vars(value), seen)
+
+
+def test_cache_never_holds_the_plaintext_password() -> None:
+    verifier = _verifier(alice=ALICE_HASH)
+    assert verifier.check(_basic("alice", ALICE_PASSWORD))
+
+    held = list(_strings_in(verifier))
+
+    assert held, "the walk found nothing: it no longer sees the verifier's state"
+    assert not any(ALICE_PASSWORD.encode() in item for item in held)
+    assert not any(_basic("alice", ALICE_PASSWORD)[6:].encode() in item for item in held)
+
+
+def test_concurrent_checks_are_safe() -> None:
+    users = {f"user{i}": _hash(f"pw{i}") for i in range(4)}
+    verifier = BasicAuthVerifier({n: h.encode() for n, h in users.items()}, cache_size=2)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        for round_ in range(10):
+            name = f"user{(i + round_) % 4}"
+            password = f"pw{(i + round_) % 4}" if round_ % 3 else "wrong"
+            outcome = verifier.check(_basic(name, password)) == (round_ % 3 != 0)
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(results) == 80
+    assert all(results)
+
+
+def test_web_config_defaults_are_empty() -> None:
+    config = WebConfig()
+
+    assert config.tls is None
+    assert not BasicAuthVerifier(config.basic_auth_users).enabled
