@@ -218,13 +218,23 @@ class NotteClient:
     async def _request(
         self, endpoint: str, path: str, params: dict[str, str] | None, deadline: float
     ) -> Any:
-        """GET with retries; returns the decoded JSON body or raises a `NotteError`."""
+        """GET with retries; returns the decoded JSON body or raises a `NotteError`.
+
+        A retry that the cycle's deadline cuts short raises the failure that
+        caused the retry (the API answered 503, it did not time out), and a
+        request cut short after waiting out a Retry-After pause is rate limited.
+        """
         attempt = 0
+        cause: NotteError | None = None
         while True:
-            await self._wait_for_pause(endpoint, deadline)
+            if await self._wait_for_pause(endpoint, deadline):
+                cause = RateLimited(f"{endpoint}: HTTP 429, paused by Retry-After")
             outcome = await self._attempt(endpoint, path, params, deadline)
             if isinstance(outcome, _Decoded):
                 return outcome.value
+            if outcome.cut_short and cause is not None:
+                raise cause
+            cause = outcome.error
             delay = self._retry.delay(attempt, self._rng)
             attempt += 1
             if not outcome.retryable or attempt >= self._retry.attempts:
@@ -241,7 +251,8 @@ class NotteClient:
         """One request: the decoded body, or the error it ended in (not raised, to retry)."""
         remaining = deadline - self._monotonic()
         if remaining <= 0:
-            return _Failure(ApiUnreachable(f"{endpoint}: the poll cycle deadline has passed"))
+            error = ApiUnreachable(f"{endpoint}: the poll cycle deadline has passed")
+            return _Failure(error, cut_short=True)
         headers = {"Authorization": f"Bearer {self._api_key.current().get_secret_value()}"}
         started = time.perf_counter()
         try:
@@ -249,7 +260,10 @@ class NotteClient:
                 response = await self._http.get(path, params=params, headers=headers)
         except (TimeoutError, httpx.TimeoutException):
             self._record(endpoint, "error", started)
-            return _Failure(ApiUnreachable(f"{endpoint}: timed out"), retryable=True)
+            cut_short = remaining < self._timeout
+            return _Failure(
+                ApiUnreachable(f"{endpoint}: timed out"), retryable=True, cut_short=cut_short
+            )
         except httpx.HTTPError as exc:
             self._record(endpoint, "error", started)
             return _Failure(ApiUnreachable(f"{endpoint}: {type(exc).__name__}"), retryable=True)
@@ -278,17 +292,21 @@ class NotteClient:
         pause = parse_retry_after(response.headers.get("Retry-After"), time.time())
         if pause is not None:
             self._paused_until = max(self._paused_until, self._monotonic() + pause)
-            log.warning("rate limited by the Notte API, pausing requests for %.1fs", pause)
+            # Debug: the poller logs the failure once when it starts, not once per 429.
+            log.debug("rate limited by the Notte API, pausing requests for %.1fs", pause)
+            return RateLimited(f"{endpoint}: HTTP 429, Retry-After {pause:.0f}s")
         return RateLimited(f"{endpoint}: HTTP 429")
 
-    async def _wait_for_pause(self, endpoint: str, deadline: float) -> None:
-        """Honour a Retry-After pause; fail at once if it reaches past the deadline."""
+    async def _wait_for_pause(self, endpoint: str, deadline: float) -> bool:
+        """Honour a Retry-After pause (True when it waited); fail at once if it reaches
+        past the deadline."""
         wait = self._paused_until - self._monotonic()
         if wait <= 0:
-            return
+            return False
         if self._monotonic() + wait >= deadline:
             raise RateLimited(f"{endpoint}: paused by Retry-After for another {wait:.1f}s")
         await asyncio.sleep(wait)
+        return True
 
     def _record(self, endpoint: str, code: str, started: float) -> None:
         self._metrics.api_requests.labels(endpoint=endpoint, code=code).inc()
@@ -315,3 +333,4 @@ class _Decoded:
 class _Failure:
     error: NotteError
     retryable: bool = False
+    cut_short: bool = False  # by the cycle's deadline, not by the request timeout

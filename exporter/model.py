@@ -8,6 +8,7 @@ such an item is invalid, and the caller skips and counts it.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ from pydantic import (
 KNOWN_STATUSES: Final = ("active", "closed", "error", "timed_out")
 ENDED_STATUSES: Final = frozenset({"closed", "error", "timed_out"})
 DEFAULT_MAX_DURATION_MINUTES: Final = 15.0
+_SURROGATES: Final = re.compile("[\ud800-\udfff]")
 
 
 class Session(BaseModel):
@@ -59,6 +61,18 @@ class Session(BaseModel):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+    @field_validator("error", "browser_type")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        """Lone surrogates (valid JSON escapes, not text) become U+FFFD.
+
+        Label values are written as UTF-8; one unencodable character would break
+        every scrape. (`session_id` and `status` refuse such text already.)
+        """
+        if value is None:
+            return None
+        return _SURROGATES.sub("\ufffd", value)
 
     @field_validator("max_duration_minutes", mode="before")
     @classmethod

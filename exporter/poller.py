@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from exporter.client import (
+    ApiUnreachable,
     InvalidSession,
     NotFound,
     NotteClient,
@@ -32,6 +33,13 @@ from exporter.snapshot import SnapshotStore, build_snapshot
 from exporter.tracker import CycleResult, TrackerState, apply_cycle, plan_fetches
 
 log = logging.getLogger(__name__)
+
+# A cycle's requests must end within this share of the poll interval, and the
+# cycle itself is cut at the second share (a safety net for anything the
+# requests' deadline does not bound): it ends before the next one is due, so a
+# hanging API never makes the scheduler skip (and warn about) a run.
+CYCLE_BUDGET_FRACTION = 0.9
+CYCLE_CUTOFF_FRACTION = 0.95
 
 
 @dataclass(frozen=True)
@@ -91,12 +99,12 @@ class Poller:
     async def run_cycle(self) -> bool:
         """One whole cycle within the poll interval; True when it succeeded."""
         started = time.monotonic()
-        deadline = started + self._options.poll_interval
+        deadline = started + self._options.poll_interval * CYCLE_BUDGET_FRACTION
         try:
-            async with asyncio.timeout(self._options.poll_interval):
+            async with asyncio.timeout(self._options.poll_interval * CYCLE_CUTOFF_FRACTION):
                 failures = await self._poll(deadline)
         except TimeoutError:
-            failures = [NotteError("the poll cycle hit its deadline (the poll interval)")]
+            failures = [ApiUnreachable("the poll cycle hit its deadline (the poll interval)")]
         succeeded = not failures
         self._finish(succeeded, failures, time.monotonic() - started)
         return succeeded
@@ -113,7 +121,7 @@ class Poller:
         if not _blocks_further_requests(failures):
             listed_ids = None if listed is None else frozenset(s.session_id for s in listed)
             wanted = plan_fetches(self._state, configured, listed_ids)
-            fetches = await self._fetch_all(wanted, deadline)
+            fetches = await self._fetch_all(wanted, deadline, probe_first=listed is None)
         else:
             fetches = _Fetches()
         failures += fetches.failures
@@ -153,11 +161,15 @@ class Poller:
         log.warning("stopped listing at the page cap (%d pages)", self._options.max_pages)
         return sessions
 
-    async def _fetch_all(self, session_ids: Sequence[str], deadline: float) -> _Fetches:
+    async def _fetch_all(
+        self, session_ids: Sequence[str], deadline: float, *, probe_first: bool
+    ) -> _Fetches:
         """GET each session concurrently (the client bounds requests in flight).
 
         After an answer that would fail every other request too (401/403, or a
         Retry-After pause), the rest are not sent: no storm against a refusing API.
+        When no request has succeeded yet this cycle (`probe_first`), the first
+        fetch goes alone, so a refused key costs one request, not one per session.
         """
         fetches = _Fetches()
         stop = asyncio.Event()
@@ -178,7 +190,10 @@ class Poller:
                 if _blocks_further_requests([exc]):
                     stop.set()
 
-        await asyncio.gather(*(fetch(session_id) for session_id in session_ids))
+        rest = list(session_ids)
+        if probe_first and rest:
+            await fetch(rest.pop(0))
+        await asyncio.gather(*(fetch(session_id) for session_id in rest))
         return fetches
 
     def _finish(self, succeeded: bool, failures: list[NotteError], duration: float) -> None:
@@ -195,8 +210,13 @@ class Poller:
         self._log_health(failures)
 
     def _log_health(self, failures: Sequence[NotteError]) -> None:
-        """One line when the API's health changes, not one per cycle or request."""
-        problem = str(failures[0]) if failures else None
+        """One line when the API's health changes, not one per cycle or request.
+
+        The health is the kind of the first failure, not its text: a hang reads
+        "timed out" or "hit its deadline", a pause counts down its seconds, and
+        neither is a change worth another line.
+        """
+        problem = type(failures[0]).__name__ if failures else None
         if problem == self._last_problem:
             log.debug("poll cycle: %s", problem or "ok")
             return

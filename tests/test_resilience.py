@@ -1,0 +1,603 @@
+"""The exporter keeps serving through API faults: fault injection against the simulator.
+
+Every test drives a real exporter over real HTTP on 127.0.0.1 and asserts what a
+user sees: `/metrics`, `/readyz`, the log, and the requests the fake API received.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gc
+import logging
+import random
+import signal
+import time
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from exporter.apikey import ApiKeySource
+from exporter.client import RetryPolicy
+from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
+from tests.faults import ExporterProcess, exporter_for, log_lines, start_http
+from tests.harness import (
+    API_KEY,
+    ExporterUnderTest,
+    make_settings,
+    value,
+    wait_until,
+)
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def world() -> SimulatedNotte:
+    return SimulatedNotte(seed=3)
+
+
+@pytest.fixture
+def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
+    server = SimulatorServer(world, api_key=API_KEY)
+    server.start()
+    yield server
+    server.stop()
+
+
+def polls(exporter: ExporterUnderTest, result: str) -> float:
+    return value(exporter.metrics(), "notte_exporter_polls_total", result=result) or 0.0
+
+
+# --- timeouts and the cycle's deadline --------------------------------------------------------
+
+
+def test_a_hanging_api_times_out_within_the_cycle_deadline_and_a_later_cycle_works(
+    world: SimulatedNotte, api: SimulatorServer
+) -> None:
+    world.add_session("a1")
+    with exporter_for(api.url, poll_interval=1, request_timeout=0.2) as exporter:
+        assert exporter.cycle()
+        world.inject(Fault(hang=60))
+
+        started = time.monotonic()
+        assert not exporter.cycle(timeout=10)
+        elapsed = time.monotonic() - started
+
+        assert elapsed < 1.0
+        samples = exporter.metrics()
+        assert value(samples, "notte_up") == 0
+        hung = value(
+            samples, "notte_exporter_api_requests_total", endpoint="list_sessions", code="error"
+        )
+        assert hung is not None
+        assert 1 <= hung <= RetryPolicy().attempts
+        assert value(samples, "notte_session_status", session_id="a1", status="active") == 1
+
+        world.clear_faults()
+        assert exporter.cycle()
+        assert value(exporter.metrics(), "notte_up") == 1
+
+
+def test_cycles_keep_their_schedule_and_never_pile_up_while_the_api_hangs(
+    world: SimulatedNotte, api: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    world.add_session("a1")
+    world.inject(Fault(hang=60))
+    exporter = ExporterUnderTest(make_settings(api.url, poll_interval=0.3, request_timeout=0.1))
+    exporter.serve()
+    try:
+        wait_until(lambda: polls(exporter, "failure") >= 1)
+        first, started = polls(exporter, "failure"), time.monotonic()
+        wait_until(lambda: polls(exporter, "failure") >= first + 6, timeout=8)
+        elapsed = time.monotonic() - started
+        scrape_started = time.monotonic()
+        assert exporter.get("/metrics").status_code == 200
+        scrape_time = time.monotonic() - scrape_started
+    finally:
+        exporter.close()
+
+    # Six cycles due every 0.3 s take about 1.8 s: none skipped, none stacked up.
+    assert 1.2 <= elapsed <= 2.7
+    assert scrape_time < 0.5
+    problems = log_lines(caplog.records)
+    assert [r.getMessage() for r in problems if r.name.startswith("apscheduler")] == []
+    failed = [r for r in problems if "poll cycle failed" in r.getMessage()]
+    assert len(failed) == 1, [r.getMessage() for r in failed]
+
+
+# --- retries ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (Fault(endpoint="list_sessions", status=500, count=2), "500"),
+        (Fault(endpoint="list_sessions", status=503, count=1), "503"),
+        (Fault(endpoint="list_sessions", status=429, count=1), "429"),
+        (Fault(endpoint="list_sessions", hang=60, count=1), "error"),
+    ],
+    ids=["500", "503", "429-without-retry-after", "timeout"],
+)
+def test_transient_failures_are_retried_within_the_cycle(
+    world: SimulatedNotte, api: SimulatorServer, fault: Fault, code: str
+) -> None:
+    world.add_session("a1")
+    world.inject(fault)
+    with exporter_for(api.url, poll_interval=10, request_timeout=0.3) as exporter:
+        assert exporter.cycle()
+        samples = exporter.metrics()
+    failures = fault.count or 0
+    assert world.requests_total("list_sessions") == failures + 1
+    assert value(samples, "notte_exporter_api_retries_total", endpoint="list_sessions") == failures
+    assert (
+        value(samples, "notte_exporter_api_requests_total", endpoint="list_sessions", code=code)
+        == failures
+    )
+    assert value(samples, "notte_up") == 1
+    assert value(samples, "notte_session_status", session_id="a1", status="active") == 1
+
+
+def test_a_client_error_is_not_retried(world: SimulatedNotte, api: SimulatorServer) -> None:
+    world.inject(Fault(endpoint="list_sessions", status=422))
+    with exporter_for(api.url, poll_interval=10) as exporter:
+        assert not exporter.cycle()
+        assert not exporter.cycle()
+    assert world.requests_total() == 2
+
+
+def test_retries_stop_at_the_cycle_deadline(world: SimulatedNotte, api: SimulatorServer) -> None:
+    world.inject(Fault(status=500))
+    with exporter_for(api.url, poll_interval=1, request_timeout=0.3) as exporter:
+        started = time.monotonic()
+        assert not exporter.cycle()
+        assert time.monotonic() - started < 1.0
+    assert 1 <= world.requests_total() <= RetryPolicy().attempts
+
+
+class FixedDelay(RetryPolicy):
+    """Retries after a known delay, so a test can place the retry in the cycle."""
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return self.base_delay
+
+
+@pytest.mark.parametrize(
+    ("first", "said"),
+    [
+        (Fault(status=503, count=1), "HTTP 503"),
+        (Fault(status=429, retry_after="0.3", count=1), "429"),
+    ],
+    ids=["503", "429"],
+)
+def test_a_retry_cut_short_by_the_deadline_reports_what_caused_it(
+    world: SimulatedNotte,
+    api: SimulatorServer,
+    caplog: pytest.LogCaptureFixture,
+    first: Fault,
+    said: str,
+) -> None:
+    caplog.set_level(logging.INFO)
+    world.inject(first)
+    world.inject(Fault(hang=30))  # the retry hangs until the cycle's deadline cuts it
+    with exporter_for(api.url, poll_interval=1, request_timeout=5) as exporter:
+        exporter.app.client._retry = FixedDelay(attempts=3, base_delay=0.1)
+        assert not exporter.cycle()
+        samples = exporter.metrics()
+    assert world.requests_total() == 2
+    assert value(samples, "notte_exporter_api_retries_total", endpoint="list_sessions") == 1
+    failed = [r.getMessage() for r in log_lines(caplog.records) if "poll cycle" in r.getMessage()]
+    assert len(failed) == 1
+    assert said in failed[0]
+    assert "timed out" not in failed[0]
+
+
+def test_backoff_is_exponential_with_full_jitter() -> None:
+    policy = RetryPolicy(attempts=6, base_delay=0.5, max_delay=4.0)
+    rng = random.Random(11)
+    for attempt in range(6):
+        delays = [policy.delay(attempt, rng) for _ in range(200)]
+        ceiling = min(4.0, 0.5 * 2**attempt)
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.9  # the whole range is used...
+        assert min(delays) < ceiling * 0.1  # ...from zero: full jitter
+        assert len(set(delays)) == len(delays)
+
+
+# --- Retry-After ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after", ["seconds", "http-date"])
+def test_retry_after_pauses_every_request_across_cycles(
+    world: SimulatedNotte, api: SimulatorServer, caplog: pytest.LogCaptureFixture, retry_after: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    world.add_session("a1")
+    with exporter_for(api.url, poll_interval=1, session_ids=["a1"]) as exporter:
+        assert exporter.cycle()
+        world.reset_requests()
+        if retry_after == "seconds":
+            header, not_before = "2", time.time() + 2
+        else:  # whole seconds: 3 s from now is a pause of 2 to 3 s
+            when = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+            header, not_before = email.utils.format_datetime(when, usegmt=True), when.timestamp()
+        world.inject(Fault(status=429, retry_after=header, count=1))
+
+        assert not exporter.cycle()
+        assert world.requests_total() == 1
+
+        # A cycle (0.9 s to reach the API) that starts with more of the pause left
+        # fails at once; one that starts with less waits the rest out, then asks.
+        def paused_cycles_send_nothing() -> bool:
+            if exporter.app.client.paused_for < 1.0:
+                return True
+            assert not exporter.cycle()
+            assert world.requests_total() == 1, "a request went out during the pause"
+            samples = exporter.metrics()
+            assert value(samples, "notte_up") == 0
+            assert value(samples, "notte_session_status", session_id="a1", status="active") == 1
+            return False
+
+        wait_until(paused_cycles_send_nothing, timeout=6, interval=0.1)
+        wait_until(lambda: exporter.app.client.paused_for < 0.8)
+        assert world.requests_total() == 1
+        assert exporter.cycle()
+        assert time.time() >= not_before - 0.05
+        assert world.requests_total() > 1
+        assert value(exporter.metrics(), "notte_up") == 1
+    # The pause counted down through many failing cycles: one line when they began.
+    lines = [r.getMessage() for r in log_lines(caplog.records)]
+    assert len(lines) == 1, lines
+    assert "429" in lines[0] or "Retry-After" in lines[0]
+
+
+# --- 401 and 403 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "discovery"), [(401, True), (403, False)], ids=["401-listing", "403-fetching"]
+)
+def test_a_refused_key_means_down_one_log_line_one_request_a_cycle_and_recovery(
+    world: SimulatedNotte,
+    api: SimulatorServer,
+    caplog: pytest.LogCaptureFixture,
+    code: int,
+    discovery: bool,
+) -> None:
+    caplog.set_level(logging.INFO)
+    configured = ["c1", "c2", "c3", "c4"]
+    for session_id in configured:
+        world.add_session(session_id)
+    with exporter_for(api.url, session_ids=configured, discovery=discovery) as exporter:
+        assert exporter.cycle()
+        if code == 401:
+            api.api_key = "sk-rotated-elsewhere"
+        else:
+            world.inject(Fault(status=403))
+        caplog.clear()
+        for _ in range(4):
+            world.reset_requests()
+            assert not exporter.cycle()
+            assert world.requests_total() == 1, "a refused key must cost one request a cycle"
+        samples = exporter.metrics()
+        assert value(samples, "notte_up") == 0
+        assert value(samples, "notte_session_status", session_id="c1", status="active") == 1
+        assert exporter.get("/readyz").status_code == 200
+        lines = [r.getMessage() for r in log_lines(caplog.records)]
+        assert len(lines) == 1, lines
+        assert str(code) in lines[0]
+        assert "API key" in lines[0]
+
+        api.api_key = API_KEY
+        world.clear_faults()
+        caplog.clear()
+        assert exporter.cycle()
+        assert exporter.cycle()
+        assert value(exporter.metrics(), "notte_up") == 1
+    recovered = [r.getMessage() for r in log_lines(caplog.records, level=logging.INFO)]
+    assert len(recovered) == 1, recovered
+    assert "succeeded" in recovered[0]
+
+
+def test_a_fixed_key_file_is_picked_up_without_a_restart(
+    world: SimulatedNotte, api: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    world.add_session("a1")
+    key_file = tmp_path / "notte-key"
+    key_file.write_text("sk-the-old-revoked-key\n")
+    exporter = ExporterUnderTest(
+        make_settings(api.url, api_key=None, api_key_file=key_file),
+        api_key=ApiKeySource(path=key_file),
+    )
+    start_http(exporter)
+    try:
+        for _ in range(3):
+            world.reset_requests()
+            assert not exporter.cycle()
+            assert world.requests_total() == 1
+        assert exporter.get("/readyz").status_code == 503
+        assert value(exporter.metrics(), "notte_up") == 0
+        refused = [r.getMessage() for r in log_lines(caplog.records)]
+        assert len(refused) == 1, refused
+        assert "401" in refused[0]
+
+        key_file.write_text(API_KEY + "\n")
+        world.reset_requests()
+        assert exporter.cycle()
+        samples = exporter.metrics()
+    finally:
+        exporter.close()
+    assert all(record.authorised for record in world.request_log())
+    assert value(samples, "notte_up") == 1
+    assert value(samples, "notte_session_status", session_id="a1", status="active") == 1
+
+
+# --- 404 ------------------------------------------------------------------------------------
+
+
+def test_sessions_answering_404_are_dropped_and_counted(
+    world: SimulatedNotte, api: SimulatorServer
+) -> None:
+    world.add_session("listed")
+    world.add_session("configured")
+    with exporter_for(api.url, session_ids=["configured"]) as exporter:
+        assert exporter.cycle()
+        samples = exporter.metrics()
+        assert value(samples, "notte_session_status", session_id="listed", status="active") == 1
+        assert value(samples, "notte_session_status", session_id="configured", status="active")
+        world.delete_session("listed")
+        world.delete_session("configured")
+        assert exporter.cycle()
+        assert exporter.cycle()
+        samples = exporter.metrics()
+    assert value(samples, "notte_session_status", session_id="listed", status="active") is None
+    assert value(samples, "notte_session_status", session_id="configured", status="active") is None
+    assert value(samples, "notte_exporter_sessions_dropped_total", reason="not_found") == 2
+    assert value(samples, "notte_up") == 1
+    paths = [r.path for r in world.request_log() if r.endpoint == "get_session"]
+    # Each was asked once, when it left the active list, and never again.
+    assert paths.count("/sessions/listed") == 1
+    assert paths.count("/sessions/configured") == 1
+
+
+# --- bad data -------------------------------------------------------------------------------
+
+
+def test_bad_list_items_are_skipped_logged_and_counted_and_the_rest_lands(
+    world: SimulatedNotte, api: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    world.add_session("good", network_request_bytes=5)
+    world.add_session("huge", network_request_bytes=10**30, max_duration_minutes=1e6)
+    world.add_session("odd", status="paused")
+    bad_items = [
+        {"session_id": "negative", "status": "active", "network_request_bytes": -1},
+        {"session_id": "wrong-type", "status": "active", "network_response_bytes": "lots"},
+        {"session_id": "bad-date", "status": "active", "created_at": "yesterday"},
+        {"status": "active"},
+        {"session_id": 7, "status": "active"},
+        "not an object",
+        None,
+    ]
+    for item in bad_items:
+        world.add_raw_list_item(item)
+    with exporter_for(api.url, session_ids=["odd"]) as exporter:
+        assert exporter.cycle()
+        samples = exporter.metrics()
+
+    def bad(endpoint: str, kind: str) -> float | None:
+        return value(samples, "notte_exporter_api_bad_data_total", endpoint=endpoint, kind=kind)
+
+    assert bad("list_sessions", "invalid_item") == len(bad_items)
+    assert bad("get_session", "unknown_status") == 1
+    assert value(samples, "notte_up") == 1
+    assert value(samples, "notte_session_network_request_bytes_total", session_id="good") == 5
+    assert value(samples, "notte_session_network_request_bytes_total", session_id="huge") == 1e30
+    assert value(samples, "notte_session_max_duration_seconds", session_id="huge") == 6e7
+    assert value(samples, "notte_session_status", session_id="odd", status="paused") == 1
+    for item in bad_items[:3]:
+        assert isinstance(item, dict)
+        assert (
+            value(samples, "notte_session_status", session_id=item["session_id"], status="active")
+            is None
+        )
+    skipped = [r.getMessage() for r in log_lines(caplog.records) if "skipping" in r.getMessage()]
+    assert len(skipped) == len(bad_items)
+    assert any("network_request_bytes" in line for line in skipped)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "kind"),
+    [
+        ("list_sessions", b"<html>Bad Gateway</html>", "not_json"),
+        ("get_session", b"{not json", "not_json"),
+        ("list_sessions", b'{"detail": "weird"}', "bad_shape"),
+    ],
+    ids=["list-not-json", "get-not-json", "list-bad-shape"],
+)
+def test_an_unusable_body_fails_the_cycle_but_the_rest_still_lands(
+    world: SimulatedNotte, api: SimulatorServer, endpoint: str, body: bytes, kind: str
+) -> None:
+    world.add_session("listed", steps=[])
+    world.add_session("configured", status="paused", steps=[])
+    with exporter_for(api.url, session_ids=["configured"]) as exporter:
+        assert exporter.cycle()
+        world.update_session("listed", steps=[1, 2])
+        world.update_session("configured", steps=[1, 2, 3])
+        world.inject(Fault(endpoint=endpoint, body=body, count=1))
+        assert not exporter.cycle()
+        samples = exporter.metrics()
+    assert value(samples, "notte_exporter_api_bad_data_total", endpoint=endpoint, kind=kind) == 1
+    assert value(samples, "notte_up") == 0
+    assert value(samples, "notte_exporter_polls_total", result="failure") == 1
+    # What the bad body did not touch landed; what it touched keeps its last values.
+    listed_ok, configured_ok = endpoint == "get_session", endpoint == "list_sessions"
+    assert value(samples, "notte_session_steps", session_id="listed") == (2 if listed_ok else 0)
+    assert value(samples, "notte_session_steps", session_id="configured") == (
+        3 if configured_ok else 0
+    )
+    assert value(samples, "notte_session_status", session_id="listed", status="active") == 1
+
+
+def test_an_invalid_session_answer_is_skipped_and_its_last_values_stay(
+    world: SimulatedNotte, api: SimulatorServer
+) -> None:
+    world.add_session("c1", status="paused", steps=[1])
+    with exporter_for(api.url, session_ids=["c1"], discovery=False) as exporter:
+        assert exporter.cycle()
+        world.update_session("c1", network_request_bytes=-5, steps=[1, 2])
+        assert exporter.cycle()
+        samples = exporter.metrics()
+    invalid = value(
+        samples, "notte_exporter_api_bad_data_total", endpoint="get_session", kind="invalid_item"
+    )
+    assert invalid == 1
+    assert value(samples, "notte_session_steps", session_id="c1") == 1
+    assert value(samples, "notte_up") == 1
+
+
+# --- a failed cycle keeps the last known values -------------------------------------------------
+
+
+def test_a_failed_cycle_keeps_the_last_values_and_readiness_tells_the_truth(
+    world: SimulatedNotte, api: SimulatorServer
+) -> None:
+    world.add_session(
+        "a1",
+        created_at=iso(NOW - 60),
+        last_accessed_at=iso(NOW - 10),
+        idle_timeout_minutes=5,
+        network_request_bytes=4321,
+    )
+    clock = Clock(NOW)
+    exporter = ExporterUnderTest(make_settings(api.url, poll_interval=0.5), clock=clock)
+    start_http(exporter)
+    try:
+        world.inject(Fault(status=500))
+        assert not exporter.cycle()
+        assert exporter.get("/readyz").status_code == 503
+        samples = exporter.metrics()
+        assert value(samples, "notte_up") == 0
+        assert value(samples, "notte_exporter_last_poll_success_timestamp_seconds") == 0
+
+        world.clear_faults()
+        assert exporter.cycle()
+        assert exporter.get("/readyz").status_code == 200
+        before = exporter.metrics()
+        assert value(before, "notte_session_idle_remaining_seconds", session_id="a1") == 290
+
+        world.inject(Fault(status=502))
+        clock.now = NOW + 30
+        assert not exporter.cycle()
+        after = exporter.metrics()
+        assert exporter.get("/readyz").status_code == 200
+    finally:
+        exporter.close()
+    assert value(after, "notte_up") == 0
+    assert value(after, "notte_session_status", session_id="a1", status="active") == 1
+    assert value(after, "notte_session_network_request_bytes_total", session_id="a1") == 4321
+    assert value(after, "notte_session_idle_remaining_seconds", session_id="a1") == 260
+    assert value(after, "notte_exporter_last_poll_success_timestamp_seconds") == NOW
+    assert value(after, "notte_sessions", status="active") == 1
+
+
+# --- memory and logs through a long outage --------------------------------------------------------
+
+
+def test_memory_and_logs_stay_flat_through_hundreds_of_failing_cycles(
+    world: SimulatedNotte, api: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    world.populate(active=20)
+    # (fault, cycles), 300 cycles in all; a hang costs a whole (short) cycle, the rest
+    # a few milliseconds, and a Retry-After pause makes the cycles that follow fail at
+    # once. Empty bodies: the fake writes a body apart from its headers, which costs
+    # a delayed ACK (~40 ms) on loopback, too close to these timeouts.
+    outages = [
+        (Fault(status=500, body=b""), 60),
+        (Fault(hang=0.5), 6),
+        (Fault(body=b""), 80),  # 200 with a body that is not JSON
+        (Fault(status=401, body=b""), 80),
+        (Fault(status=429, retry_after="0.3", body=b""), 74),
+    ]
+    exporter = ExporterUnderTest(make_settings(api.url, poll_interval=0.2, request_timeout=0.1))
+    # Retries still happen, but without the production backoff's sleeps: the point
+    # here is hundreds of failing cycles, quickly.
+    exporter.app.client._retry = RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.001)
+    start_http(exporter)
+
+    def outage(share: float) -> None:
+        for fault, cycles in outages:
+            world.clear_faults()
+            world.inject(fault)
+            for _ in range(max(1, int(cycles * share))):
+                assert not exporter.cycle()
+            world.reset_requests()  # the fake's request log is not the exporter's memory
+            wait_until(lambda: exporter.app.client.paused_for == 0, timeout=5)
+        assert exporter.get("/metrics").status_code == 200
+
+    tracemalloc.start()
+    try:
+        assert exporter.cycle()
+        outage(0.1)  # warm up: every code path, label, pooled connection and cached render
+        gc.collect()
+        baseline = tracemalloc.get_traced_memory()[0]
+        caplog.clear()
+        outage(1.0)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+        samples = exporter.metrics()
+    finally:
+        tracemalloc.stop()
+        exporter.close()
+    failures = value(samples, "notte_exporter_polls_total", result="failure")
+    assert failures is not None
+    assert failures >= sum(cycles for _, cycles in outages)
+    assert grown < 128 * 1024, f"{grown} bytes more after {failures:.0f} failing cycles"
+    # One line per change of failure (five here), not one per cycle or request. A
+    # machine too busy for these tiny timeouts sees a hang now and then where
+    # there was none, and logs that change too: some more lines, never hundreds.
+    lines = [r.getMessage() for r in log_lines(caplog.records, level=logging.INFO)]
+    assert 1 <= len(lines) <= 30, lines
+
+
+# --- shutdown ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_exporter_within_5_seconds_while_a_request_hangs(
+    world: SimulatedNotte, api: SimulatorServer, signum: int
+) -> None:
+    world.inject(Fault(hang=120))
+    with ExporterProcess(
+        "--poll-interval", "60", "--request-timeout", "50", "--session-id", "s1",
+        env={"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY},
+    ) as process:  # fmt: skip
+        process.wait_listening()
+        wait_until(lambda: world.requests_total() >= 1)
+        started = time.monotonic()
+        returncode = process.stop(signum, timeout=10)
+        elapsed = time.monotonic() - started
+        stderr = process.stderr
+    assert returncode == 0, stderr
+    assert elapsed < 5, stderr
+    assert "Traceback" not in stderr
+    assert "stopping" in stderr
