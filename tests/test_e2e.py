@@ -1,0 +1,537 @@
+"""End to end: the simulator, the exporter as a process, and a real Prometheus.
+
+The simulator serves a seeded world on 127.0.0.1; the exporter runs as
+`python -m exporter` against it; Debian's `prometheus` scrapes the exporter every
+second and evaluates the repository's alert rules. The test then makes things happen
+while Prometheus watches (traffic, sessions ending in every status, a session that
+disappears, API errors), and checks what users see:
+
+- every panel query of every dashboard, template variables filled in, runs through
+  Prometheus's HTTP API without error and returns data;
+- every dashboard variable query finds its values;
+- every alert rule evaluates without error; `NotteSessionErrored` and
+  `NotteSessionTimedOut` fire for exactly the errored and timed-out sessions, and
+  `NotteExporterDown` does not fire.
+
+`prometheus` must be installed (Debian package prometheus): this test fails rather
+than skips without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import httpx
+import pytest
+
+from dashboards.queries import PanelQuery, all_panel_queries, load_dashboards, variable_queries
+from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
+from tests.harness import API_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "deploy" / "prometheus" / "rules"
+# Matches the rules' up{job=~".*notte-exporter.*"} and the dashboards' $job.
+JOB = "notte-exporter"
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+# The seeded world: sessions that ended before the exporter started (configured, as
+# the active list does not show them), sessions that end while Prometheus watches
+# (discovered), one that stays active, and a configured one that disappears (404).
+PAST_CLOSED = "e2e-past-closed"
+PAST_ERROR = "e2e-past-error"
+PAST_TIMED_OUT = "e2e-past-timed-out"
+LIVE_CLOSED = "e2e-live-closed"
+LIVE_ERROR = "e2e-live-error"
+LIVE_TIMED_OUT = "e2e-live-timed-out"
+STAYS_ACTIVE = "e2e-stays-active"
+GONE = "e2e-gone"
+PAST_ERROR_MESSAGE = "Proxy authentication failed (407)"
+LIVE_ERROR_MESSAGE = "Navigation timeout of 30000 ms exceeded"
+CONFIGURED = (PAST_CLOSED, PAST_ERROR, PAST_TIMED_OUT, GONE)
+OURS = (*CONFIGURED, LIVE_CLOSED, LIVE_ERROR, LIVE_TIMED_OUT, STAYS_ACTIVE)
+ERRORED = {PAST_ERROR: PAST_ERROR_MESSAGE, LIVE_ERROR: LIVE_ERROR_MESSAGE}
+TIMED_OUT = {PAST_TIMED_OUT, LIVE_TIMED_OUT}
+
+# Panel queries (dashboard uid, panel title, refId) that are empty by design for the
+# session the detail dashboard shows (an errored one): they read series exported for
+# active sessions only, and the panel says "not active" then. They are checked to be
+# empty for the errored session, and to return data for an active one.
+ACTIVE_ONLY = {
+    ("notte-session-detail", "Idle time remaining", "A"),
+    ("notte-session-detail", "Max duration remaining", "A"),
+}
+
+T = TypeVar("T")
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is needed for the end-to-end test: apt-get install prometheus"
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Running:
+    """A subprocess whose output goes to a log file (no pipe to drain or leak)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    @classmethod
+    def start(cls, name: str, argv: list[str], log_path: Path, **kwargs: Any) -> Running:
+        log_file = log_path.open("wb")
+        try:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, **kwargs
+            )
+        except BaseException:
+            log_file.close()
+            raise
+        return cls(name, process, log_path, log_file)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"{self.name} exited with status {self.process.returncode}:\n{self.log()[-4000:]}"
+            )
+
+    def stop(self) -> None:
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(10)
+        finally:
+            self.log_file.close()
+
+
+def eventually(
+    what: str,
+    check: Callable[[], T],
+    *,
+    timeout: float,
+    alive: tuple[Running, ...] = (),
+    describe: Callable[[], str] | None = None,
+) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        for process in alive:
+            process.check_alive()
+        try:
+            result = check()
+        except (httpx.HTTPError, PrometheusError) as exc:
+            last_error = exc
+        else:
+            if result:
+                return result
+        if time.monotonic() > deadline:
+            details = describe() if describe else ""
+            raise AssertionError(
+                f"{what}: not within {timeout}s (last error: {last_error}) {details}"
+            )
+        time.sleep(0.1)
+
+
+class PrometheusError(Exception):
+    """Prometheus answered a query with an error."""
+
+
+class PrometheusApi:
+    def __init__(self, url: str, process: Running) -> None:
+        self.process = process
+        self.client = httpx.Client(base_url=url, timeout=10)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.client.get(path, params=params)
+        try:
+            body = response.json()
+        except ValueError:
+            raise PrometheusError(f"HTTP {response.status_code}: {response.text[:500]}") from None
+        if response.status_code != 200 or body.get("status") != "success":
+            raise PrometheusError(
+                f"HTTP {response.status_code}: {body.get('errorType')}: {body.get('error')}"
+            )
+        return body["data"]
+
+    def query(self, expr: str) -> dict[str, Any]:
+        return dict(self.get("/api/v1/query", query=expr))
+
+    def query_range(self, expr: str, start: float, end: float) -> dict[str, Any]:
+        return dict(self.get("/api/v1/query_range", query=expr, start=start, end=end, step="1s"))
+
+    def value(self, expr: str) -> float | None:
+        """The value of a query that returns one series (None when it returns none)."""
+        result = self.query(expr)["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return list(self.get("/api/v1/alerts")["alerts"])
+
+
+def problem(data: dict[str, Any]) -> str | None:
+    """What makes a query result useless on a panel: no series, or nothing but NaN."""
+    kind, result = data["resultType"], data["result"]
+    if kind == "scalar":
+        values = [result[1]]
+    elif kind == "vector":
+        values = [series["value"][1] for series in result]
+    elif kind == "matrix":
+        values = [value for series in result for _, value in series["values"]]
+    else:
+        return f"unexpected result type {kind}"
+    if not values:
+        return "empty result"
+    if all(math.isnan(float(value)) for value in values):
+        return f"only NaN ({len(values)} values)"
+    return None
+
+
+def describe(query: PanelQuery) -> str:
+    kind = "instant" if query.instant else "range"
+    return (
+        f"{query.dashboard_uid} / {query.panel_title!r} (panel {query.panel_id}, "
+        f"ref {query.ref_id}, {kind}): {query.expr}"
+    )
+
+
+# -- the three programs ---------------------------------------------------------------
+
+
+@pytest.fixture
+def world() -> SimulatedNotte:
+    world = SimulatedNotte(seed=2024, target_active=4)
+    world.populate(active=4)
+    world.add_session(PAST_CLOSED, status="closed")
+    world.add_session(PAST_ERROR, status="error", error=PAST_ERROR_MESSAGE)
+    world.add_session(PAST_TIMED_OUT, status="timed_out")
+    now = time.time()
+    for session_id in (LIVE_CLOSED, LIVE_ERROR, LIVE_TIMED_OUT, STAYS_ACTIVE, GONE):
+        world.add_session(
+            session_id,
+            created_at=iso(now - 30),
+            last_accessed_at=iso(now - 5),
+            idle_timeout_minutes=5,
+            max_duration_minutes=15,
+            network_request_bytes=1_000,
+            network_response_bytes=20_000,
+            steps=[{"type": "goto", "timestamp": iso(now - 25)}],
+        )
+    return world
+
+
+@pytest.fixture
+def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
+    # No tick thread: the world changes only when the test says so.
+    server = SimulatorServer(world, api_key=API_KEY)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def exporter(api: SimulatorServer, tmp_path: Path) -> Iterator[tuple[Running, str]]:
+    argv = [sys.executable, "-m", "exporter", "--api-url", api.url, "--api-key", API_KEY]
+    argv += ["--listen-address", "127.0.0.1:0", "--poll-interval", "1", "--request-timeout", "2"]
+    for session_id in CONFIGURED:
+        argv += ["--session-id", session_id]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTTE_")}
+    # The working directory holds no .env file, so only these flags count.
+    process = Running.start("the exporter", argv, tmp_path / "exporter.log", env=env, cwd=tmp_path)
+    try:
+        match = eventually(
+            "the exporter logs where it listens",
+            lambda: LISTENING.search(process.log()),
+            timeout=30,
+            alive=(process,),
+        )
+        address = f"127.0.0.1:{match.group(1)}"
+        eventually(
+            "the exporter is ready (first poll cycle succeeded)",
+            lambda: httpx.get(f"http://{address}/readyz", timeout=5).status_code == 200,
+            timeout=30,
+            alive=(process,),
+        )
+        yield process, address
+    finally:
+        process.stop()
+
+
+def start_prometheus(tmp_path: Path, target: str) -> tuple[Running, str]:
+    """Prometheus on a free loopback port (tried again if another process took it)."""
+    prometheus = binary("prometheus")
+    for attempt in range(3):
+        folder = tmp_path / f"prometheus-{attempt}"
+        folder.mkdir()
+        config = {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
+            "rule_files": [str(RULES / "*.yml")],
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+        }
+        config_file = folder / "prometheus.yml"
+        config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")  # JSON is YAML
+        address = f"127.0.0.1:{free_port()}"
+        argv = [
+            prometheus,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address={address}",
+        ]
+        process = Running.start("prometheus", argv, folder / "prometheus.log", cwd=folder)
+        try:
+            eventually(
+                "prometheus is ready",
+                lambda: httpx.get(f"http://{address}/-/ready", timeout=5).status_code == 200,  # noqa: B023
+                timeout=30,
+                alive=(process,),
+            )
+        except AssertionError:
+            process.stop()
+            if "address already in use" in process.log() and attempt < 2:
+                continue
+            raise
+        except BaseException:
+            process.stop()
+            raise
+        return process, f"http://{address}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@pytest.fixture
+def prometheus(exporter: tuple[Running, str], tmp_path: Path) -> Iterator[PrometheusApi]:
+    process, url = start_prometheus(tmp_path, exporter[1])
+    api = PrometheusApi(url, process)
+    try:
+        yield api
+    finally:
+        api.close()
+        process.stop()
+
+
+# -- the test -----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_dashboards_and_alerts_work_on_a_real_prometheus(
+    world: SimulatedNotte, exporter: tuple[Running, str], prometheus: PrometheusApi
+) -> None:
+    exporter_process, exporter_address = exporter
+    processes = (exporter_process, prometheus.process)
+    start = time.time()
+    sel = f'job="{JOB}"'
+
+    def wait(
+        what: str,
+        check: Callable[[], T],
+        timeout: float = 30,
+        describe: Callable[[], str] | None = None,
+    ) -> T:
+        return eventually(what, check, timeout=timeout, alive=processes, describe=describe)
+
+    # 1. A few scrapes of every session of ours while the live ones are active.
+    ours = "|".join(OURS)
+    wait(
+        "three scrapes of every test session",
+        lambda: (
+            prometheus.value(
+                "count(count by (session_id) (count_over_time(notte_session_status"
+                f'{{{sel}, session_id=~"{ours}", status="active"}}[5m]) >= 3))'
+            )
+            == len(OURS)
+        ),
+    )
+
+    # 2. Traffic on the session that is about to error; a failing API answer.
+    world.update_session(
+        LIVE_ERROR,
+        network_request_bytes=9_000,
+        network_response_bytes=250_000,
+        steps=[{"type": "goto"}, {"type": "click"}, {"type": "scrape"}],
+        last_accessed_at=iso(time.time()),
+    )
+    world.inject(Fault(endpoint="list_sessions", status=500, count=1))
+    wait(
+        "the new traffic and the API error reach Prometheus",
+        lambda: (
+            prometheus.value(
+                f'notte_session_network_response_bytes_total{{{sel}, session_id="{LIVE_ERROR}"}}'
+            )
+            == 250_000
+            and prometheus.value(
+                f'sum(notte_exporter_api_requests_total{{{sel}, code="500"}} >= 1)'
+                f" and on () max(count_over_time(notte_exporter_api_requests_total{{{sel},"
+                ' code="500"}[5m])) >= 2'
+            )
+        ),
+    )
+
+    # 3. Sessions end in every status, one disappears, the API fails once more.
+    world.end_session(LIVE_ERROR, "error", error=LIVE_ERROR_MESSAGE)
+    world.end_session(LIVE_TIMED_OUT, "timed_out")
+    world.end_session(LIVE_CLOSED, "closed")
+    world.delete_session(GONE)
+    world.inject(Fault(endpoint="list_sessions", status=500, count=1))
+
+    def seen_ending() -> bool:
+        ended = {
+            series["metric"]["status"]: float(series["value"][1])
+            for series in prometheus.query(f"notte_sessions_ended_total{{{sel}}}")["result"]
+        }
+        dropped = prometheus.value(
+            f'notte_exporter_sessions_dropped_total{{{sel}, reason="not_found"}}'
+        )
+        errors = prometheus.value(f'sum(notte_exporter_api_requests_total{{{sel}, code="500"}})')
+        return (
+            ended == {"closed": 1.0, "error": 1.0, "timed_out": 1.0}
+            and dropped == 1.0
+            and errors == 2.0
+        )
+
+    wait("the endings, the drop and the second API error reach Prometheus", seen_ending)
+    # A range whose last step is now, so it includes the samples just seen.
+    end = time.time()
+    start = end - math.floor(end - start)
+
+    # 4. Every panel query of every dashboard, for the errored session.
+    failures: list[str] = []
+    variables = {"session_id": LIVE_ERROR, "job": JOB}
+    queries = all_panel_queries(variables)
+    assert queries, "no panel queries found in dashboards/"
+    keys = {(q.dashboard_uid, q.panel_title, q.ref_id) for q in queries}
+    assert keys >= ACTIVE_ONLY, f"stale ACTIVE_ONLY entries: {ACTIVE_ONLY - keys}"
+    for query in queries:
+        try:
+            if query.instant:
+                data = prometheus.query(query.expr)
+            else:
+                data = prometheus.query_range(query.expr, start, end)
+        except PrometheusError as exc:
+            failures.append(f"{describe(query)}\n    error: {exc}")
+            continue
+        found = problem(data)
+        if (query.dashboard_uid, query.panel_title, query.ref_id) in ACTIVE_ONLY:
+            if found != "empty result":
+                failures.append(
+                    f"{describe(query)}\n    should be empty for an errored session, got "
+                    f"{data['result']}"
+                )
+        elif found:
+            failures.append(f"{describe(query)}\n    {found}")
+
+    # The active-only panels return data for an active session.
+    for query in all_panel_queries({"session_id": STAYS_ACTIVE, "job": JOB}):
+        if (query.dashboard_uid, query.panel_title, query.ref_id) in ACTIVE_ONLY:
+            found = problem(prometheus.query(query.expr))
+            if found:
+                failures.append(f"{describe(query)}\n    for an active session: {found}")
+
+    # 5. Every template variable finds its values, including the ones the test used.
+    expected = {"job": JOB, "instance": exporter_address, "session_id": LIVE_ERROR}
+    for board in load_dashboards().values():
+        for variable in variable_queries(board, variables):
+            values = prometheus.get(
+                f"/api/v1/label/{variable.label}/values",
+                **{"match[]": variable.selector, "start": start, "end": end},
+            )
+            if expected.get(variable.name) not in values:
+                failures.append(
+                    f"{variable.dashboard_uid} variable ${variable.name} "
+                    f"(label_values({variable.selector}, {variable.label})): "
+                    f"{expected.get(variable.name)!r} not in {values}"
+                )
+
+    # 6. Every alert rule evaluates cleanly.
+    for group in prometheus.get("/api/v1/rules")["groups"]:
+        for rule in group["rules"]:
+            if rule.get("health") != "ok":
+                failures.append(
+                    f"rule {rule['name']}: health {rule.get('health')}: {rule.get('lastError')}"
+                )
+
+    assert not failures, f"{len(failures)} problem(s):\n" + "\n".join(failures)
+
+    # 7. The alerts: errored and timed-out sessions fire, the exporter is not down.
+    def firing_alerts() -> list[dict[str, Any]]:
+        return [alert for alert in prometheus.alerts() if alert["state"] == "firing"]
+
+    def firing(name: str) -> dict[str, dict[str, Any]]:
+        return {
+            alert["labels"].get("session_id", ""): alert
+            for alert in firing_alerts()
+            if alert["labels"]["alertname"] == name
+        }
+
+    wait(
+        "NotteSessionErrored and NotteSessionTimedOut fire for exactly the ended sessions",
+        lambda: (
+            firing("NotteSessionErrored").keys() == ERRORED.keys()
+            and firing("NotteSessionTimedOut").keys() == TIMED_OUT
+        ),
+        timeout=20,
+        describe=lambda: (
+            "firing: "
+            + ", ".join(
+                sorted(
+                    f"{a['labels']['alertname']}({a['labels'].get('session_id', '')})"
+                    for a in firing_alerts()
+                )
+            )
+        ),
+    )
+    errored = firing("NotteSessionErrored")
+    for session_id, message in ERRORED.items():
+        alert = errored[session_id]
+        assert alert["labels"]["job"] == JOB
+        assert alert["labels"]["severity"] == "warning"
+        assert f"Error: {message}" in alert["annotations"]["description"], alert
+    rules = {
+        rule["name"]: rule
+        for group in prometheus.get("/api/v1/rules")["groups"]
+        for rule in group["rules"]
+    }
+    assert "NotteExporterDown" in rules, sorted(rules)
+    assert rules["NotteExporterDown"]["state"] != "firing", rules["NotteExporterDown"]
+    assert "NotteExporterDown" not in {a["labels"]["alertname"] for a in firing_alerts()}
+
+    assert "Traceback" not in exporter_process.log(), exporter_process.log()[-4000:]
