@@ -2,8 +2,9 @@
 
 No Docker engine or cluster is needed: the Dockerfile goes through hadolint, the
 Compose files are read and their references checked (mounted files exist, the
-Prometheus configuration passes promtool), and the Kubernetes base is rendered
-with `kubectl kustomize` and validated offline with kubernetes-validate. The
+Prometheus configuration passes promtool), and the Kubernetes base and its sharded
+overlay are rendered with `kubectl kustomize` and validated offline with
+kubernetes-validate. The
 Prometheus Operator's ServiceMonitor and PrometheusRule have no schema there, so
 they are checked field by field (and the rules by promtool).
 
@@ -37,6 +38,7 @@ PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "notte-exporter.rules.yml"
 KUSTOMIZE_BASE = ROOT / "deploy" / "kubernetes" / "base"
 OVERLAYS_README = ROOT / "deploy" / "kubernetes" / "overlays" / "README.md"
+KUSTOMIZE_SHARDED = ROOT / "deploy" / "kubernetes" / "overlays" / "sharded"
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 PORT = 10027
 
@@ -432,7 +434,7 @@ def test_dashboards_are_config_maps_for_the_grafana_sidecar(
 
 def overlay_examples() -> list[str]:
     blocks = re.findall(r"```yaml\n(.*?)```", OVERLAYS_README.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     return blocks
 
 
@@ -441,7 +443,9 @@ def write_overlay(tmp_path: Path, text: str) -> Path:
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     base = os.path.relpath(KUSTOMIZE_BASE, overlay)
-    (overlay / "kustomization.yaml").write_text(text.replace("../../base", base))
+    sharded = os.path.relpath(KUSTOMIZE_SHARDED, overlay)
+    text = text.replace("../../base", base).replace("../sharded", sharded)
+    (overlay / "kustomization.yaml").write_text(text)
     return overlay
 
 
@@ -467,3 +471,221 @@ def test_documented_overlay_can_leave_the_secret_to_another_tool(tmp_path: Path)
     (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["api-key"]["secret"]["secretName"] == "notte-exporter-api-key"
+
+
+# --- Kubernetes, sharded: a StatefulSet whose pod N exports shard N ----------------------
+
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+SHARDING_VARIABLES = ("NOTTE_EXPORTER_SHARD", "NOTTE_EXPORTER_TOTAL_SHARDS")
+
+
+@pytest.fixture(scope="module")
+def sharded() -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in kustomize(KUSTOMIZE_SHARDED)}
+
+
+def exporter_container(workload: dict[str, Any]) -> dict[str, Any]:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == "notte-exporter"
+    return dict(container)
+
+
+def container_env(workload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in exporter_container(workload)["env"]}
+
+
+def shard_count_mismatch(docs: dict[tuple[str, str], dict[str, Any]]) -> str | None:
+    """Why the StatefulSet's replicas and NOTTE_EXPORTER_TOTAL_SHARDS disagree, or None."""
+    statefulset = one(docs, "StatefulSet")
+    replicas = statefulset["spec"]["replicas"]
+    total = container_env(statefulset)["NOTTE_EXPORTER_TOTAL_SHARDS"]["value"]
+    if str(replicas) != total:
+        return f"replicas is {replicas} but NOTTE_EXPORTER_TOTAL_SHARDS is {total!r}"
+    return None
+
+
+def pod_environment(statefulset: dict[str, Any], ordinal: int) -> dict[str, str]:
+    """The sharding variables as the kubelet resolves them in pod `ordinal`."""
+    labels = {
+        **statefulset["spec"]["template"]["metadata"]["labels"],
+        POD_INDEX_LABEL: str(ordinal),
+    }
+    resolved = {}
+    for name in SHARDING_VARIABLES:
+        item = container_env(statefulset)[name]
+        if "value" in item:
+            resolved[name] = item["value"]
+        else:
+            match = re.fullmatch(
+                r"metadata\.labels\['(.+)'\]", item["valueFrom"]["fieldRef"]["fieldPath"]
+            )
+            assert match, item
+            resolved[name] = labels.get(match.group(1), "")
+    return resolved
+
+
+def test_kustomize_renders_the_sharded_overlay(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+    sharded: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    # The base's objects, with the StatefulSet in place of the Deployment.
+    expected = {(k if k != "Deployment" else "StatefulSet", name) for k, name in rendered}
+    assert set(sharded) == expected
+    assert "Deployment" not in {kind for kind, _ in sharded}
+    # One Service: a second one with the ServiceMonitor's labels would double every scrape.
+    assert [name for kind, name in sharded if kind == "Service"] == ["notte-exporter"]
+    for doc in sharded.values():
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "notte-exporter"
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_sharded_core_objects_pass_strict_schema_validation(
+    sharded: dict[tuple[str, str], dict[str, Any]], version: str
+) -> None:
+    for doc in sharded.values():
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+    broken = json.loads(json.dumps(one(sharded, "StatefulSet")))
+    broken["spec"]["podmanagementpolicy"] = "Parallel"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, version, strict=True)
+
+
+def test_sharded_statefulset_runs_the_base_pod_in_parallel(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+    sharded: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    statefulset = one(sharded, "StatefulSet")
+    spec = statefulset["spec"]
+    assert spec["replicas"] > 1
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    # The governing Service is headless.
+    service = sharded[("Service", spec["serviceName"])]
+    assert service["spec"]["clusterIP"] == "None"
+    # Same pod as the base Deployment (image, probes, security, resources, volumes,
+    # the Secret's hashed name) but for the two sharding variables.
+    deployment = one(rendered, "Deployment")
+    assert spec["selector"] == deployment["spec"]["selector"]
+    assert exporter_container(statefulset)["image"] == f"notte-exporter:{exporter_version()}"
+    pod = json.loads(json.dumps(spec["template"]))
+    for container in pod["spec"]["containers"]:
+        container["env"] = [e for e in container["env"] if e["name"] not in SHARDING_VARIABLES]
+    assert pod == deployment["spec"]["template"]
+    assert set(container_env(statefulset)) - set(container_env(deployment)) == set(
+        SHARDING_VARIABLES
+    )
+
+
+def test_sharded_shard_comes_from_the_pod_ordinal(
+    sharded: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    env = container_env(one(sharded, "StatefulSet"))
+    assert env["NOTTE_EXPORTER_SHARD"] == {
+        "name": "NOTTE_EXPORTER_SHARD",
+        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}},
+    }
+
+
+def test_sharded_replicas_equal_total_shards(
+    sharded: dict[tuple[str, str], dict[str, Any]], tmp_path: Path
+) -> None:
+    assert shard_count_mismatch(sharded) is None
+    # The check catches an overlay that scales the StatefulSet alone.
+    overlay = tmp_path / "scaled"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        f"resources: [{os.path.relpath(KUSTOMIZE_SHARDED, overlay)}]\n"
+        "replicas: [{name: notte-exporter, count: 4}]\n"
+    )
+    docs = {(doc["kind"], doc["metadata"]["name"]): doc for doc in kustomize(overlay)}
+    assert shard_count_mismatch(docs) == "replicas is 4 but NOTTE_EXPORTER_TOTAL_SHARDS is '3'"
+
+
+def test_sharded_service_monitor_scrapes_every_replica(
+    sharded: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    monitor = one(sharded, "ServiceMonitor")
+    statefulset = one(sharded, "StatefulSet")
+    labels = monitor["spec"]["selector"]["matchLabels"]
+    services = [
+        doc
+        for (kind, _), doc in sharded.items()
+        if kind == "Service" and labels.items() <= doc["metadata"]["labels"].items()
+    ]
+    # Exactly one Service matches, the StatefulSet's own: each pod is one target.
+    assert [service["metadata"]["name"] for service in services] == [
+        statefulset["spec"]["serviceName"]
+    ]
+    (service,) = services
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    (port,) = service["spec"]["ports"]
+    assert endpoint["port"] == port["name"]
+    (container_port,) = exporter_container(statefulset)["ports"]
+    assert port["targetPort"] == container_port["name"]
+
+
+def test_sharded_pods_split_the_sessions_between_them(
+    sharded: dict[tuple[str, str], dict[str, Any]], tmp_path: Path
+) -> None:
+    # Each pod's sharding variables, resolved as the kubelet does, run the real
+    # exporter against its demo API: every session is exported by exactly one pod.
+    statefulset = one(sharded, "StatefulSet")
+
+    def exported(extra: dict[str, str]) -> tuple[int, set[str]]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTTE_")}
+        env["PYTHONPATH"] = str(ROOT)
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "--demo", "--once"],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            cwd=tmp_path,  # no .env file
+            check=False,
+            timeout=60,
+        )
+        ids = set(re.findall(r'^notte_session_info\{.*?session_id="([^"]+)"', result.stdout, re.M))
+        return result.returncode, ids
+
+    code, everything = exported({})
+    assert code == 0
+    assert len(everything) > 3
+    seen: set[str] = set()
+    for ordinal in range(statefulset["spec"]["replicas"]):
+        code, mine = exported(pod_environment(statefulset, ordinal))
+        assert code == 0
+        assert not mine & seen
+        seen |= mine
+    assert seen == everything
+    # A pod past the shard count refuses to start, as does one without the label.
+    code, _ = exported(pod_environment(statefulset, statefulset["spec"]["replicas"]))
+    assert code == 2
+    no_label = {**pod_environment(statefulset, 0), "NOTTE_EXPORTER_SHARD": ""}
+    code, _ = exported(no_label)
+    assert code == 2
+
+
+def test_documented_sharded_overlay_changes_replicas_and_total_shards_together(
+    tmp_path: Path,
+) -> None:
+    overlay = write_overlay(tmp_path, overlay_examples()[2])
+    (overlay / "api-key").write_text("sk-real-key")
+    docs = {(doc["kind"], doc["metadata"]["name"]): doc for doc in kustomize(overlay)}
+    assert shard_count_mismatch(docs) is None
+    statefulset = docs[("StatefulSet", "notte-exporter")]
+    assert statefulset["spec"]["replicas"] == 5
+    assert statefulset["metadata"]["namespace"] == "monitoring"
+    assert "Deployment" not in {kind for kind, _ in docs}
+    env = container_env(statefulset)
+    assert "valueFrom" in env["NOTTE_EXPORTER_SHARD"]  # the patch merged, not replaced
+    assert "NOTTE_API_KEY_FILE" in env
+    (secret,) = [doc for (kind, _), doc in docs.items() if kind == "Secret"]
+    assert base64.b64decode(secret["data"]["api-key"]) == b"sk-real-key"
+    volumes = {v["name"]: v for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["api-key"]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert exporter_container(statefulset)["image"].startswith(
+        "registry.example.com/notte-exporter:"
+    )
