@@ -1,0 +1,767 @@
+"""Scale benchmark: notte-exporter against a plain prometheus-client exporter, at N sessions.
+
+One run, side by side: the simulator (in this process, not ticking) holds N
+active sessions and a few ended ones that both exporters are given as
+configured IDs. Ours (`python -m exporter`) and `bench/reference_exporter.py`
+(module-level gauges, one GET per session, rendering at every scrape) run as
+subprocesses, each against its own simulator built from the same seed, so
+each one's API requests are counted apart and their RSS and CPU are their own.
+
+Phases (one after the other, so that no measurement competes with another
+exporter's poll cycle for the machine's cores):
+
+1. ours (long poll interval): time to ready, first-cycle requests;
+2. reference: time until `/metrics` shows every session, first-cycle requests;
+3. `/metrics` latency, ours / reference / ours' body as a static file
+   (`python -m http.server`), interleaved scrape by scrape, plain and gzip;
+4. reference: CPU of one more poll cycle (triggered by SIGUSR1, no scrapes);
+5. ours with a short poll interval (polling continuously): CPU per cycle (no
+   scrapes), requests per cycle with sessions ended between cycles, and scrape
+   latency with and without 200 ms of added API latency;
+6. in-process: one poll cycle plus one fast render, against prometheus-client's
+   `generate_latest` rendering the same families through the Collector;
+7. `promtool check metrics` on ours' body.
+
+    python bench/scale.py --sessions 1000
+    python bench/scale.py --sessions 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import math
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pydantic import SecretStr
+
+from exporter import simulator
+from exporter.apikey import ApiKeySource
+from exporter.client import NotteClient
+from exporter.configured import ConfiguredIds
+from exporter.exposition import render_sessions, render_sessions_with_collector
+from exporter.poller import Poller, PollOptions
+from exporter.selfmetrics import create_self_metrics
+from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
+from exporter.snapshot import SnapshotStore
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "sk-scale-bench-key"
+CONFIGURED = 3  # ended sessions given to both exporters as configured IDs
+ENDED_BETWEEN = 5  # sessions ended between two cycles, to show the "+ ended" term
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SESSION_LINE = re.compile(rb'^notte_session_max_duration_seconds\{session_id="([^"]*)"\}', re.M)
+POLLS_LINE = re.compile(
+    rb'^notte_exporter_polls_total\{result="(?:success|failure)"\} (\S+)$', re.M
+)
+MIB = 1024 * 1024
+
+# Targets at N=10,000 (README of the benchmark task).
+LATENCY_SPEEDUP = 20.0
+STATIC_RATIO = 3.0
+HANG_CHANGE = 0.20
+CYCLE_CPU_RATIO = 1.5
+RSS_MIB = 200.0
+
+
+def note(message: str) -> None:
+    """Progress, on stderr (the report goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def vm_mib(pid: int, name: str) -> float:
+    """A /proc/<pid>/status field (VmRSS, VmHWM) in MiB."""
+    match = re.search(rf"^{name}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(share * len(ordered))) - 1]
+
+
+def session_ids_in(body: bytes) -> set[bytes]:
+    return set(SESSION_LINE.findall(body))
+
+
+def wait_for(
+    predicate: Callable[[], object], timeout: float, what: str, step: float = 0.02
+) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+class Child:
+    """A subprocess whose stderr is read as it comes (so the pipe never fills)."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTTE_")}
+        env["PYTHONPATH"] = str(ROOT)
+        self.name = name
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> None:
+        if self.process.poll() is not None:
+            raise SystemExit(f"{self.name} exited early:\n" + "".join(self.lines[-30:]))
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._reader.join(5)
+
+
+class Scraper:
+    """GETs one URL over a kept-alive connection; times the request until the body is read."""
+
+    def __init__(self, port: int, path: str = "/metrics", timeout: float = 300) -> None:
+        self.port, self.path, self.timeout = port, path, timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def get(self, *, gzip: bool = False) -> tuple[float, int, bytes]:
+        """(seconds, status, raw body as sent, still compressed when gzip).
+
+        A kept-alive connection the server closed while idle (ours closes them
+        after 10 s) is replaced and the request sent again, timed from scratch.
+        """
+        reused = self._conn is not None
+        try:
+            return self._get(gzip)
+        except (ConnectionError, http.client.RemoteDisconnected):
+            if not reused:
+                raise
+            return self._get(gzip)
+
+    def _get(self, gzip: bool) -> tuple[float, int, bytes]:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        headers = {"Accept-Encoding": "gzip"} if gzip else {}
+        started = time.perf_counter()
+        try:
+            self._conn.request("GET", self.path, headers=headers)
+            response = self._conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException):
+            self._conn.close()
+            self._conn = None
+            raise
+        elapsed = time.perf_counter() - started
+        if response.will_close:
+            self._conn.close()
+            self._conn = None
+        return elapsed, response.status, body
+
+    def status(self) -> int:
+        try:
+            return self.get()[1]
+        except (OSError, http.client.HTTPException):
+            return 0
+
+
+@dataclass
+class Latencies:
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.values, 0.99)
+
+    def text(self) -> str:
+        return (
+            f"p50 {self.p50 * 1000:8.2f} ms  p99 {self.p99 * 1000:8.2f} ms  (n={len(self.values)})"
+        )
+
+
+class CycleWatch:
+    """Poll cycles seen in a simulator's request log: each starts with list page 1."""
+
+    def __init__(self, world: SimulatedNotte) -> None:
+        self.world = world
+
+    def starts(self) -> int:
+        return sum(
+            1
+            for r in self.world.request_log()
+            if r.endpoint == "list_sessions" and r.query.get("page") == "1"
+        )
+
+    def wait_next_start(self, timeout: float) -> int:
+        seen = self.starts()
+        return int(wait_for(lambda: self.starts() > seen and self.starts(), timeout, "a cycle"))
+
+    def wait_quiet(self, quiet: float = 0.3, timeout: float = 120) -> None:
+        """Until no request came for `quiet` seconds (the cycle's requests are done)."""
+        deadline = time.monotonic() + timeout
+        last, since = self.world.requests_total(), time.monotonic()
+        while time.monotonic() - since < quiet:
+            if time.monotonic() > deadline:
+                raise SystemExit("the API never went quiet")
+            time.sleep(0.02)
+            now = self.world.requests_total()
+            if now != last:
+                last, since = now, time.monotonic()
+
+    def segments(self) -> list[Counter[str]]:
+        """Requests by endpoint for each cycle in the log (split at list page 1)."""
+        cycles: list[Counter[str]] = []
+        for record in self.world.request_log():
+            if record.endpoint == "list_sessions" and record.query.get("page") == "1":
+                cycles.append(Counter())
+            if cycles:
+                cycles[-1][record.endpoint] += 1
+        return cycles
+
+
+def by_endpoint(world: SimulatedNotte) -> Counter[str]:
+    return Counter(r.endpoint for r in world.request_log())
+
+
+def requests_text(counts: Counter[str]) -> str:
+    total = counts["list_sessions"] + counts["get_session"]
+    return f"{total} (list {counts['list_sessions']}, get {counts['get_session']})"
+
+
+def start_ours(
+    url: str, port: int, poll_interval: float, max_sessions: int, configured: list[str], cwd: Path
+) -> Child:
+    argv = [
+        sys.executable, "-m", "exporter",
+        "--api-url", url, "--api-key", API_KEY,
+        "--listen-address", f"127.0.0.1:{port}",
+        "--poll-interval", str(poll_interval),
+        "--max-sessions", str(max_sessions),
+    ]  # fmt: skip
+    for session_id in configured:
+        argv += ["--session-id", session_id]
+    return Child("ours", argv, cwd)
+
+
+def start_reference(
+    url: str, port: int, concurrency: int, configured: list[str], cwd: Path
+) -> Child:
+    argv = [
+        sys.executable, str(ROOT / "bench" / "reference_exporter.py"),
+        "--api-url", url, "--api-key", API_KEY,
+        "--listen-address", f"127.0.0.1:{port}",
+        "--poll-interval", "3600",
+        "--concurrency", str(concurrency),
+    ]  # fmt: skip
+    for session_id in configured:
+        argv += ["--session-id", session_id]
+    return Child("reference", argv, cwd)
+
+
+def cycles_done(child: Child) -> int:
+    return sum(1 for line in list(child.lines) if " done: " in line and "cycle " in line)
+
+
+def make_world(seed: int, sessions: int) -> SimulatedNotte:
+    world = SimulatedNotte(seed=seed, target_active=sessions)
+    world.populate(active=sessions, ended=CONFIGURED)
+    return world
+
+
+def polls_in(body: bytes) -> float:
+    """Poll cycles so far (success + failure), from the self part at the end of the body."""
+    return sum(float(value) for value in POLLS_LINE.findall(body[-65536:]))
+
+
+@dataclass
+class Scrapes:
+    """Scrape latencies, all of them, and split by whether a new snapshot came before."""
+
+    all: Latencies = field(default_factory=Latencies)
+    cached: Latencies = field(default_factory=Latencies)
+    fresh: Latencies = field(default_factory=Latencies)
+
+
+def scrape_for(scraper: Scraper, seconds: float, pause: float, minimum: int) -> Scrapes:
+    """Scrape repeatedly for `seconds` (and at least `minimum` times).
+
+    A scrape whose poll count differs from the previous one's is the first after a
+    new snapshot: it rendered the session part, the others were served from cache.
+    """
+    found = Scrapes()
+    previous = polls_in(scraper.get()[2])
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline or len(found.all.values) < minimum:
+        elapsed, status, body = scraper.get()
+        if status == 200:
+            polls = polls_in(body)
+            found.all.values.append(elapsed)
+            (found.fresh if polls != previous else found.cached).values.append(elapsed)
+            previous = polls
+        time.sleep(pause)
+    return found
+
+
+async def in_process_cycles(
+    url: str, configured: list[str], args: argparse.Namespace, repeats: int
+) -> dict[str, list[float]]:
+    """Poll cycles on this thread (thread CPU), then the two renderers on the same snapshot."""
+    metrics = create_self_metrics(process_metrics=False)
+    client = NotteClient(
+        base_url=url,
+        api_key=ApiKeySource(key=SecretStr(API_KEY)),
+        request_timeout=10,
+        max_concurrency=8,
+        metrics=metrics,
+    )
+    store = SnapshotStore()
+    poller = Poller(
+        options=PollOptions(
+            poll_interval=600, page_size=args.page_size, max_sessions=args.sessions + 100
+        ),
+        client=client,
+        configured=ConfiguredIds(configured),
+        metrics=metrics,
+        store=store,
+    )
+    found: dict[str, list[float]] = {"cycle": [], "render": [], "gzip": [], "collector": []}
+    try:
+        for _ in range(repeats):
+            started = time.thread_time()
+            if not await poller.run_cycle():
+                raise SystemExit("the in-process poll cycle failed")
+            found["cycle"].append(time.thread_time() - started)
+            started = time.thread_time()
+            fast = render_sessions(store.current, False)
+            found["render"].append(time.thread_time() - started)
+            started = time.thread_time()  # what the exposition does once for gzip scrapes
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+            compressor.compress(fast)
+            compressor.flush(zlib.Z_SYNC_FLUSH)
+            found["gzip"].append(time.thread_time() - started)
+        for _ in range(repeats):
+            started = time.thread_time()
+            slow = render_sessions_with_collector(store.current, False)
+            found["collector"].append(time.thread_time() - started)
+        found["identical"] = [float(fast == slow)]
+        found["sessions"] = [float(len(store.current.sessions))]
+    finally:
+        await client.aclose()
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=1000, help="active sessions (N)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--page-size", type=int, default=100, help="ours' page size (default)")
+    parser.add_argument("--scrapes", type=int, default=20, help="scrapes per target (>= 20)")
+    parser.add_argument(
+        "--cycle-interval",
+        type=float,
+        default=None,
+        help="ours' poll interval when polling continuously (default max(2, N/2500) s)",
+    )
+    parser.add_argument("--ref-concurrency", type=int, default=8, help="reference GETs in flight")
+    parser.add_argument("--hang", type=float, default=0.2, help="added API latency, seconds")
+    args = parser.parse_args(argv)
+    # The simulator writes headers and body in two sends; with Nagle's algorithm a
+    # small body then waits for the client's delayed ACK, ~40 ms per GET, which
+    # would make the reference's one-GET-per-session cycle measure the simulator.
+    # (exporter/http_server.py sets the same for this reason.)
+    simulator._Handler.disable_nagle_algorithm = True
+    n = args.sessions
+    interval = args.cycle_interval or max(2.0, n / 2500)
+    page_size = args.page_size
+    started_run = time.monotonic()
+
+    world_ours, world_ref = make_world(args.seed, n), make_world(args.seed, n)
+    active = set(world_ours.session_ids("active"))
+    configured = [i for i in world_ours.session_ids() if i not in active]
+    assert configured == [i for i in world_ref.session_ids() if i not in active]
+    api_ours = SimulatorServer(world_ours, api_key=API_KEY)
+    api_ref = SimulatorServer(world_ref, api_key=API_KEY)
+    api_ours.start()
+    api_ref.start()
+    workdir = Path(tempfile.mkdtemp(prefix="notte-scale-"))
+    children: list[Child] = []
+    report: dict[str, object] = {}
+    try:
+        # -- 1. ours, long poll interval -------------------------------------------------
+        note(f"N={n}: starting ours")
+        ours_port = free_port()
+        ours = start_ours(api_ours.url, ours_port, 600, n + 100, configured, workdir)
+        children.append(ours)
+        ready = Scraper(ours_port, "/readyz")
+        wait_for(lambda: ours.alive() or ready.status() == 200, 300, "ours to be ready")
+        ours_ready = time.monotonic() - ours.started
+        ours_scraper = Scraper(ours_port)
+        first_plain, _, body = ours_scraper.get()
+        first_gzip, _, _ = ours_scraper.get(gzip=True)
+        ours_ids = len(session_ids_in(body))
+        ours_first_cycle = by_endpoint(world_ours)
+        note(f"ours ready in {ours_ready:.2f} s, {ours_ids} sessions on /metrics")
+
+        # -- 2. reference ------------------------------------------------------------------
+        note("starting the reference exporter")
+        ref_port = free_port()
+        ref = start_reference(api_ref.url, ref_port, args.ref_concurrency, configured, workdir)
+        children.append(ref)
+        wait_for(lambda: ref.alive() or cycles_done(ref) >= 1, 1800, "the reference's cycle", 0.05)
+        ref_scraper = Scraper(ref_port)
+        scrape_sent = time.monotonic()
+        _, _, ref_body = ref_scraper.get()
+        ref_complete = scrape_sent - ref.started
+        ref_ids = len(session_ids_in(ref_body))
+        ref_first_cycle = by_endpoint(world_ref)
+        note(f"reference complete in {ref_complete:.2f} s, {ref_ids} sessions on /metrics")
+
+        # -- 3. latency, interleaved -----------------------------------------------------
+        static_dir = workdir / "static"
+        static_dir.mkdir()
+        _, _, ours_body = ours_scraper.get()
+        (static_dir / "metrics").write_bytes(ours_body)
+        static_port = free_port()
+        static = Child(
+            "static",
+            [
+                sys.executable, "-m", "http.server", str(static_port),
+                "--bind", "127.0.0.1", "--directory", str(static_dir),
+            ],
+            workdir,
+        )  # fmt: skip
+        children.append(static)
+        static_scraper = Scraper(static_port)
+        wait_for(lambda: static.alive() or static_scraper.status() == 200, 30, "http.server")
+        targets = {
+            ("ours", False): ours_scraper,
+            ("ours", True): ours_scraper,
+            ("reference", False): ref_scraper,
+            ("reference", True): ref_scraper,
+            ("static", False): static_scraper,
+        }
+        latency = {key: Latencies() for key in targets}
+        sizes: dict[tuple[str, bool], int] = {}
+        note(f"scraping each target {args.scrapes} times, interleaved")
+        for _ in range(args.scrapes):
+            for (name, gzip), scraper in targets.items():
+                elapsed, status, raw = scraper.get(gzip=gzip)
+                if status != 200:
+                    raise SystemExit(f"{name} answered {status}")
+                latency[(name, gzip)].values.append(elapsed)
+                sizes[(name, gzip)] = len(raw)
+        rss = {"ours": vm_mib(ours.pid, "VmHWM"), "reference": vm_mib(ref.pid, "VmHWM")}
+        static.stop()
+
+        # -- 4. reference: one more cycle, no scrapes -------------------------------------
+        note("reference: timing one more poll cycle")
+        before = by_endpoint(world_ref)
+        cpu_start = ref.cpu()
+        cycle_started = time.monotonic()
+        ref.process.send_signal(signal.SIGUSR1)
+        wait_for(lambda: ref.alive() or cycles_done(ref) >= 2, 1800, "the reference's cycle", 0.05)
+        ref_cycle_wall = time.monotonic() - cycle_started
+        time.sleep(0.2)
+        ref_cycle_cpu = ref.cpu() - cpu_start
+        ref_cycle = by_endpoint(world_ref) - before
+        rss["reference"] = vm_mib(ref.pid, "VmHWM")
+        rss["ours"] = vm_mib(ours.pid, "VmHWM")
+        ref.stop()
+        ours.stop()
+
+        # -- 5. ours, polling continuously -------------------------------------------------
+        note(f"ours polling every {interval:g} s: CPU per cycle, API economy, hang")
+        world_ours.reset_requests()
+        watch = CycleWatch(world_ours)
+        cont_port = free_port()
+        cont = start_ours(api_ours.url, cont_port, interval, n + 100, configured, workdir)
+        children.append(cont)
+        cont_ready = Scraper(cont_port, "/readyz")
+        wait_for(lambda: cont.alive() or cont_ready.status() == 200, 300, "ours to be ready")
+        watch.wait_next_start(interval * 3)  # cycle 2 has started: measure from here
+        cpu_start, cycles_start = cont.cpu(), watch.starts()
+        measured_cycles = 3
+        for _ in range(measured_cycles):
+            watch.wait_next_start(interval * 3)
+        ours_cycle_cpu = (cont.cpu() - cpu_start) / (watch.starts() - cycles_start)
+        # End some sessions between two cycles: the next cycle asks for exactly those.
+        watch.wait_quiet()
+        ending = random.Random(args.seed).sample(
+            sorted(world_ours.session_ids("active")), ENDED_BETWEEN
+        )
+        for session_id in ending:
+            world_ours.end_session(session_id, "closed")
+        ended_at_cycle = watch.starts() + 1  # 1-based index of the cycle that sees them
+        watch.wait_next_start(interval * 3)
+        watch.wait_quiet()
+        economy = watch.segments()[:ended_at_cycle]
+
+        scraper = Scraper(cont_port)
+        span = max(4 * interval, 8.0)
+        note(f"scraping {span:g} s without, then with {args.hang * 1000:.0f} ms API latency")
+        without = scrape_for(scraper, span, 0.05, max(args.scrapes, 20))
+        world_ours.inject(Fault(hang=args.hang))
+        watch.wait_next_start(interval * 3)
+        with_hang = scrape_for(scraper, span, 0.05, max(args.scrapes, 20))
+        world_ours.clear_faults()
+        _, _, cont_body = scraper.get()
+        rss["ours (continuous)"] = vm_mib(cont.pid, "VmHWM")
+        cont.stop()
+        polls = {
+            result: re.search(
+                rf'^notte_exporter_polls_total\{{result="{result}"\}} (\S+)'.encode(),
+                cont_body,
+                re.M,
+            )
+            for result in ("success", "failure")
+        }
+
+        # -- 6. in-process: cycle + render vs generate_latest ----------------------------
+        note("in-process: poll cycles and renders on this thread")
+        inproc = asyncio.run(in_process_cycles(api_ours.url, configured, args, 3))
+
+        # -- 7. promtool ---------------------------------------------------------------
+        promtool = shutil.which("promtool")
+        if promtool:
+            checked = subprocess.run(
+                [promtool, "check", "metrics"], input=ours_body, capture_output=True, check=False
+            )
+            promtool_rc = checked.returncode
+            promtool_out = (checked.stdout + checked.stderr).decode(errors="replace").strip()
+        else:
+            promtool_rc, promtool_out = -1, "promtool not found on PATH"
+        report["done"] = True
+    finally:
+        for child in children:
+            child.stop()
+        api_ours.stop()
+        api_ref.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    # -- the report ---------------------------------------------------------------------
+    ceil_pages = math.ceil(n / page_size)
+    out: list[str] = []
+    say = out.append
+    say(
+        f"notte-exporter scale benchmark: N={n} active sessions (+{CONFIGURED} configured "
+        f"ended), page_size {page_size}, seed {args.seed}, {os.cpu_count()} CPUs, "
+        f"run took {time.monotonic() - started_run:.0f} s"
+    )
+    say(
+        f"reference: list then one GET per session, {args.ref_concurrency} in flight, "
+        "default registry rendered at every scrape"
+    )
+    say("")
+    width = 40
+    say(f"{'':{width}}{'ours':>30}{'reference':>30}{'ours/ref':>10}")
+
+    def row(label: str, ours_value: float, ref_value: float, fmt: str) -> None:
+        ratio = ours_value / ref_value if ref_value else float("nan")
+        say(f"{label:{width}}{fmt.format(ours_value):>30}{fmt.format(ref_value):>30}{ratio:>10.3f}")
+
+    row("time to first complete snapshot (s)", ours_ready, ref_complete, "{:.2f}")
+    say(f"{'  sessions on /metrics':{width}}{ours_ids:>30}{ref_ids:>30}")
+    ours_steady = economy[-2] if len(economy) >= 2 else Counter()
+    row(
+        "API requests per cycle (steady)",
+        ours_steady["list_sessions"] + ours_steady["get_session"],
+        ref_cycle["list_sessions"] + ref_cycle["get_session"],
+        "{:.0f}",
+    )
+    say(f"{'  by endpoint':{width}}{requests_text(ours_steady):>30}{requests_text(ref_cycle):>30}")
+    say(
+        f"{'  first cycle':{width}}{requests_text(ours_first_cycle):>30}"
+        f"{requests_text(ref_first_cycle):>30}"
+    )
+    row("CPU seconds per poll cycle", ours_cycle_cpu, ref_cycle_cpu, "{:.3f}")
+    ours_note = f"  (ours: mean of {measured_cycles} cycles every {interval:g} s;"
+    say(f"{ours_note:{width}}{f'reference: wall {ref_cycle_wall:.1f} s)':>60}")
+    for gzip in (False, True):
+        kind = "gzip" if gzip else "plain"
+        ours_lat, ref_lat = latency[("ours", gzip)], latency[("reference", gzip)]
+        row(f"/metrics p50 latency, {kind} (ms)", ours_lat.p50 * 1000, ref_lat.p50 * 1000, "{:.2f}")
+        row(f"/metrics p99 latency, {kind} (ms)", ours_lat.p99 * 1000, ref_lat.p99 * 1000, "{:.2f}")
+    for gzip in (False, True):
+        kind = "gzip" if gzip else "plain"
+        row(
+            f"body size, {kind} (KiB)",
+            sizes[("ours", gzip)] / 1024,
+            sizes[("reference", gzip)] / 1024,
+            "{:.0f}",
+        )
+    row("peak RSS, VmHWM (MiB)", rss["ours"], rss["reference"], "{:.1f}")
+    say(f"{'  ours polling continuously':{width}}{rss['ours (continuous)']:>30.1f}")
+    say(
+        f"{'  ours: first scrape after a snapshot':{width}}"
+        f"{f'plain {first_plain * 1000:.1f} ms, gzip {first_gzip * 1000:.1f} ms':>60}"
+    )
+
+    say("")
+    static_lat = latency[("static", False)]
+    ours_plain = latency[("ours", False)]
+    static_ratio = ours_plain.p50 / static_lat.p50
+    say("Same body as a static file (python -m http.server):")
+    say(f"  static  {static_lat.text()}")
+    say(f"  ours    {ours_plain.text()}")
+    say(f"  ours/static (p50): {static_ratio:.2f}")
+
+    say("")
+    change = with_hang.all.p50 / without.all.p50 - 1
+    cached_change = with_hang.cached.p50 / without.cached.p50 - 1
+    say(
+        f"Scrapes while ours polls every {interval:g} s, without and with {args.hang * 1000:.0f} ms"
+    )
+    say("added to every API request:")
+    for label, found in (("without", without), ("with", with_hang)):
+        say(f"  {label:<8} {found.all.text()}")
+        say(f"    cached          {found.cached.text()}")
+        if found.fresh.values:
+            say(f"    new snapshot    {found.fresh.text()}")
+    say(
+        f"  change of p50: {change * 100:+.1f} % "
+        f"(cached scrapes only: {cached_change * 100:+.1f} %)"
+    )
+    successes, failures = (
+        float(m.group(1)) if m else float("nan") for m in (polls["success"], polls["failure"])
+    )
+    say(f"  polls_total at the end: success {successes:.0f}, failure {failures:.0f}")
+
+    say("")
+    say(f"API economy (ours, every {interval:g} s; bound = ceil(active/page_size) + ended")
+    say("since last cycle + configured not listed):")
+    economy_ok = True
+    for index, counts in enumerate(economy, start=1):
+        ended_now = ENDED_BETWEEN if index == ended_at_cycle else 0
+        active_now = n - (ENDED_BETWEEN if index >= ended_at_cycle else 0)
+        configured_now = CONFIGURED if index == 1 else 0
+        bound = math.ceil(active_now / page_size) + ended_now + configured_now
+        total = counts["list_sessions"] + counts["get_session"]
+        economy_ok = economy_ok and total <= bound
+        pages = math.ceil(active_now / page_size)
+        say(
+            f"  cycle {index}: {requests_text(counts):<28} bound {pages} + {ended_now}"
+            f" + {configured_now} = {bound}  {'ok' if total <= bound else 'OVER'}"
+        )
+    ref_total = ref_cycle["list_sessions"] + ref_cycle["get_session"]
+    say(f"  reference, every cycle: {requests_text(ref_cycle)}")
+
+    say("")
+    cycle_cpu = statistics.median(inproc["cycle"][1:])
+    render_cpu = statistics.median(inproc["render"])
+    gzip_cpu = statistics.median(inproc["gzip"])
+    collector_cpu = statistics.median(inproc["collector"])
+    ours_total_cpu = cycle_cpu + render_cpu
+    cpu_ratio = ours_total_cpu / collector_cpu
+    say(
+        f"In-process, thread CPU, {inproc['sessions'][0]:.0f} sessions (median of "
+        f"{len(inproc['collector'])}):"
+    )
+    say(f"  poll cycle (list, parse, track, snapshot): {cycle_cpu * 1000:8.1f} ms"
+        f"   (first cycle {inproc['cycle'][0] * 1000:.1f} ms)")  # fmt: skip
+    say(f"  render_sessions (fast renderer), once:     {render_cpu * 1000:8.1f} ms")
+    say(f"  gzip of the rendered part (level 6), once: {gzip_cpu * 1000:8.1f} ms")
+    say(f"  cycle + render:                            {ours_total_cpu * 1000:8.1f} ms")
+    say(f"  generate_latest through the Collector:     {collector_cpu * 1000:8.1f} ms")
+    say(f"  ratio (cycle + render) / generate_latest:  {cpu_ratio:8.2f}")
+    say(f"  fast render identical to generate_latest:  {bool(inproc['identical'][0])}")
+
+    say("")
+    say(f"promtool check metrics on ours' body ({sizes[('ours', False)] / 1024:.0f} KiB): "
+        f"exit {promtool_rc}")  # fmt: skip
+    lines = promtool_out.splitlines()
+    for line in lines[:20]:
+        say(f"  {line}")
+    if len(lines) > 20:
+        say(f"  ... {len(lines) - 20} more lines")
+    if not lines:
+        say("  (no problems reported)")
+
+    say("")
+    say(f"Targets (set for N=10,000; this run N={n}):")
+    checks = []
+    for gzip in (False, True):
+        kind = "gzip" if gzip else "plain"
+        speedup = latency[("reference", gzip)].p50 / latency[("ours", gzip)].p50
+        label = f"median /metrics latency {kind} >= {LATENCY_SPEEDUP:g}x lower than the reference"
+        checks.append((label, speedup >= LATENCY_SPEEDUP, f"{speedup:.1f}x lower"))
+    checks += [
+        (f"within {STATIC_RATIO:g}x of a static file", static_ratio <= STATIC_RATIO,
+         f"{static_ratio:.2f}x"),
+        (f"scrape p50 changes < {HANG_CHANGE * 100:g}% with {args.hang * 1000:.0f} ms API latency",
+         change < HANG_CHANGE, f"{change * 100:+.1f} %"),
+        ("requests per cycle <= ceil(active/page_size) + ended + configured-not-listed",
+         economy_ok and ours_ids == n + CONFIGURED,
+         f"steady {ours_steady['list_sessions'] + ours_steady['get_session']}, "
+         f"bound {ceil_pages}; reference {ref_total}"),
+        (f"cycle CPU (+ render) <= {CYCLE_CPU_RATIO:g}x generate_latest",
+         cpu_ratio <= CYCLE_CPU_RATIO, f"{cpu_ratio:.2f}x"),
+        (f"peak RSS <= {RSS_MIB:g} MiB", max(rss["ours"], rss["ours (continuous)"]) <= RSS_MIB,
+         f"{max(rss['ours'], rss['ours (continuous)']):.1f} MiB"),
+        ("promtool check metrics is clean", promtool_rc == 0 and not lines,
+         f"exit {promtool_rc}, {len(lines)} lines"),
+    ]  # fmt: skip
+    for label, passed, figure in checks:
+        say(f"  {'PASS' if passed else 'FAIL'}  {label}: {figure}")
+    print("\n".join(out))
+    return 0 if all(passed for _, passed, _ in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
