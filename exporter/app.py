@@ -72,7 +72,7 @@ class App:
             host,
             self.server.port,
         )
-        cycles = _CycleRunner(self.poller)
+        cycles = _CycleRunner(self.poller, self.exposition)
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         scheduler.add_job(
             cycles.run,
@@ -98,18 +98,24 @@ class App:
 class _CycleRunner:
     """The scheduler's job; remembers the cycle in flight so shutdown can cancel it."""
 
-    def __init__(self, poller: Poller) -> None:
+    def __init__(self, poller: Poller, exposition: Exposition) -> None:
         self._poller = poller
-        self._task: asyncio.Task[bool] | None = None
+        self._exposition = exposition
+        self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        self._task = asyncio.ensure_future(self._poller.run_cycle())
+        self._task = asyncio.ensure_future(self._cycle())
         try:
             await self._task
         except asyncio.CancelledError:
             log.debug("poll cycle cancelled")
         except Exception:
             log.exception("poll cycle crashed; the next one runs as scheduled")
+
+    async def _cycle(self) -> None:
+        """Poll, then render the new snapshot for scrapes in a worker thread."""
+        await self._poller.run_cycle()
+        await asyncio.to_thread(self._exposition.warm)
 
     async def cancel(self) -> None:
         if self._task is None or self._task.done():

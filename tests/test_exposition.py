@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import random
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from exporter import exposition as exposition_module
 from exporter.collector import SnapshotCollector
 from exporter.exposition import Exposition, render_sessions, render_sessions_with_collector
 from exporter.model import parse_session
@@ -140,3 +142,30 @@ def test_fast_render_matches_prometheus_client_on_random_hostile_sessions() -> N
     for openmetrics in (False, True):
         fast = render_sessions(snapshot, openmetrics)
         assert fast == render_sessions_with_collector(snapshot, openmetrics)
+
+
+def test_warm_renders_requested_variants_once_so_scrapes_render_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renders: list[bool] = []
+
+    def counting_render(snapshot: Snapshot, openmetrics: bool) -> bytes:
+        renders.append(openmetrics)
+        return render_sessions(snapshot, openmetrics)
+
+    monkeypatch.setattr(exposition_module, "render_sessions", counting_render)
+    current = [snapshot_of(3, generation=1)]
+    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
+    exposition.warm()
+    assert renders == []  # nothing asked for yet: nothing rendered
+    exposition.body(openmetrics=True, gzip=True)
+    exposition.body(openmetrics=True, gzip=False)
+    assert renders == [True]  # one render serves both encodings
+
+    current[0] = snapshot_of(4, generation=2)
+    exposition.warm()
+    assert renders == [True, True]  # the new snapshot, in the one format asked for
+    for _ in range(3):
+        body = exposition.body(openmetrics=True, gzip=False)
+    assert renders == [True, True]
+    assert body.startswith(render_sessions(current[0], openmetrics=True))
