@@ -31,7 +31,9 @@ from exporter.collector import SnapshotCollector
 from exporter.render import render_session_families
 from exporter.snapshot import Snapshot
 
-TEXT_CONTENT_TYPE = text_format.CONTENT_TYPE_LATEST
+# The contract's text format 0.0.4, which is what the body is; prometheus-client
+# 0.22+ names text 1.0.0 "latest", a version older scrapers do not know.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 _EOF = b"# EOF\n"
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"

@@ -169,3 +169,13 @@ def test_warm_renders_requested_variants_once_so_scrapes_render_nothing(
         body = exposition.body(openmetrics=True, gzip=False)
     assert renders == [True, True]
     assert body.startswith(render_sessions(current[0], openmetrics=True))
+
+
+def test_content_types_name_text_0_0_4_and_openmetrics_1_0_0() -> None:
+    exposition = Exposition(
+        lambda: snapshot_of(1), create_self_metrics(process_metrics=False).registry
+    )
+    assert exposition.content_type(False) == "text/plain; version=0.0.4; charset=utf-8"
+    assert exposition.content_type(True) == (
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )
