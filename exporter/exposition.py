@@ -4,8 +4,9 @@ The session part (every `notte_session*` family and the aggregates) only
 changes when a poll cycle publishes a new snapshot, so it is rendered at most
 once per snapshot and per format and encoding, and served from memory after
 that. A variant is first rendered when a scrape asks for it; from then on the
-poll cycle renders it ahead (`warm`) right after publishing, so no scrape pays
-for a render (hundreds of milliseconds at 10,000 sessions). The exporter's own
+poll cycle renders it ahead (`warm`) right after publishing, and scrapes that
+arrive meanwhile get the previous snapshot's part, so no scrape waits for a
+render (hundreds of milliseconds at 10,000 sessions). The exporter's own
 metrics (API requests, process, poll timings) are rendered at every scrape;
 they are a few dozen lines.
 
@@ -82,16 +83,29 @@ def _gzip_prefix(data: bytes) -> _GzipPrefix:
     return _GzipPrefix(prefix, compressor, zlib.crc32(data), len(data))
 
 
+@dataclass(frozen=True)
+class _Rendered:
+    """The session part of one snapshot in one format, and its gzip prefix once asked for."""
+
+    generation: int
+    plain: bytes
+    gzip: _GzipPrefix | None = None
+
+
 class Exposition:
-    """Builds `/metrics` bodies; the session part is cached per snapshot generation."""
+    """Builds `/metrics` bodies; the session part is cached per snapshot generation.
+
+    While `warm` renders a new snapshot, scrapes are served the previous
+    snapshot's part (at most one render old) instead of waiting for it; any other
+    time a scrape gets the current snapshot, rendering it itself when nothing has.
+    """
 
     def __init__(self, snapshot: Callable[[], Snapshot], self_registry: CollectorRegistry) -> None:
         self._snapshot = snapshot
         self._self_registry = self_registry
-        self._lock = threading.Lock()
-        self._generation = -1
-        self._plain: dict[bool, bytes] = {}
-        self._gzip: dict[bool, _GzipPrefix] = {}
+        self._render_lock = threading.Lock()  # one render at a time, never the same one twice
+        self._rendered: dict[bool, _Rendered] = {}  # by openmetrics; entries replaced, not mutated
+        self._warming = False
         # (openmetrics, gzip) pairs asked for, at most 4; replaced, never mutated,
         # so `warm` can iterate it while a scrape thread adds one.
         self._requested: frozenset[tuple[bool, bool]] = frozenset()
@@ -101,43 +115,47 @@ class Exposition:
         if (openmetrics, gzip) not in self._requested:
             self._requested = self._requested | {(openmetrics, gzip)}
         tail = _render(self._self_registry, openmetrics) + (_EOF if openmetrics else b"")
+        part = self._part(openmetrics, gzip)
         if gzip:
-            return self._gzip_part(openmetrics).finish(tail)
-        return self._plain_part(openmetrics) + tail
+            assert part.gzip is not None
+            return part.gzip.finish(tail)
+        return part.plain + tail
 
     def warm(self) -> None:
         """Render, for the current snapshot, every variant a scrape has asked for.
 
-        Called after each poll cycle (off the event loop); a scrape arriving
-        meanwhile waits on the lock for that same render instead of starting its own.
+        Called after each poll cycle, off the event loop.
         """
-        for openmetrics, gzip in sorted(self._requested):
-            if gzip:
-                self._gzip_part(openmetrics)
-            else:
-                self._plain_part(openmetrics)
+        self._warming = True
+        try:
+            for openmetrics, gzip in sorted(self._requested):
+                self._render_current(openmetrics, gzip)
+        finally:
+            self._warming = False
 
     def content_type(self, openmetrics: bool) -> str:
         return OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
 
-    def _plain_part(self, openmetrics: bool) -> bytes:
-        with self._lock:
-            return self._plain_locked(openmetrics)
+    def _part(self, openmetrics: bool, gzip: bool) -> _Rendered:
+        """The cached part when it will do, else a render of the current snapshot."""
+        rendered = self._rendered.get(openmetrics)
+        if rendered is None or (gzip and rendered.gzip is None):
+            return self._render_current(openmetrics, gzip)
+        if rendered.generation == self._snapshot().generation or self._warming:
+            return rendered
+        return self._render_current(openmetrics, gzip)
 
-    def _gzip_part(self, openmetrics: bool) -> _GzipPrefix:
-        with self._lock:
-            plain = self._plain_locked(openmetrics)
-            if openmetrics not in self._gzip:
-                self._gzip[openmetrics] = _gzip_prefix(plain)
-            return self._gzip[openmetrics]
-
-    def _plain_locked(self, openmetrics: bool) -> bytes:
-        """The session part for the current snapshot; renders it on first use."""
-        snapshot = self._snapshot()
-        if snapshot.generation != self._generation:
-            self._generation = snapshot.generation
-            self._plain = {}
-            self._gzip = {}
-        if openmetrics not in self._plain:
-            self._plain[openmetrics] = render_sessions(snapshot, openmetrics)
-        return self._plain[openmetrics]
+    def _render_current(self, openmetrics: bool, gzip: bool) -> _Rendered:
+        """The part for the current snapshot, rendering only what is not there yet."""
+        with self._render_lock:
+            snapshot = self._snapshot()
+            rendered = self._rendered.get(openmetrics)
+            if rendered is None or rendered.generation != snapshot.generation:
+                plain = render_sessions(snapshot, openmetrics)
+                rendered = _Rendered(snapshot.generation, plain)
+            if gzip and rendered.gzip is None:
+                rendered = _Rendered(
+                    rendered.generation, rendered.plain, _gzip_prefix(rendered.plain)
+                )
+            self._rendered[openmetrics] = rendered
+            return rendered

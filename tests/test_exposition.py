@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -179,3 +181,43 @@ def test_content_types_name_text_0_0_4_and_openmetrics_1_0_0() -> None:
     assert exposition.content_type(True) == (
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     )
+
+
+def test_scrapes_during_warm_get_the_previous_part_without_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    rendering = threading.Event()
+
+    def slow_render(snapshot: Snapshot, openmetrics: bool) -> bytes:
+        if snapshot.generation == 2:
+            rendering.set()
+            assert release.wait(timeout=10)
+        return render_sessions(snapshot, openmetrics)
+
+    monkeypatch.setattr(exposition_module, "render_sessions", slow_render)
+    current = [snapshot_of(2, generation=1)]
+    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
+    old = exposition.body(openmetrics=False, gzip=False)
+    current[0] = snapshot_of(3, generation=2)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        warm = pool.submit(exposition.warm)
+        try:
+            assert rendering.wait(timeout=10)
+            scrape = pool.submit(exposition.body, openmetrics=False, gzip=False)
+            assert scrape.result(timeout=5) == old  # served at once, not after the render
+        finally:
+            release.set()
+        warm.result(timeout=10)
+    new = exposition.body(openmetrics=False, gzip=False)
+    assert b'session_id="s-2"' in new
+    assert b'session_id="s-2"' not in old
+
+
+def test_without_warm_a_scrape_renders_the_current_snapshot_itself() -> None:
+    current = [snapshot_of(2, generation=1)]
+    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
+    exposition.body(openmetrics=True, gzip=True)
+    current[0] = snapshot_of(3, generation=2)
+    body = gzip.decompress(exposition.body(openmetrics=True, gzip=True))
+    assert body.startswith(render_sessions(current[0], openmetrics=True))
