@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -29,6 +30,43 @@ from exporter.settings import Settings
 from exporter.webconfig import WebConfig
 
 API_KEY = "sk-test-9f8e7d6c5b4a"
+
+
+def iso(seconds: float) -> str:
+    """Unix seconds as the API writes date-times (ISO-8601, `Z`)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reachable_strings(value: object, seen: set[int] | None = None) -> Iterator[bytes]:
+    """Every str and bytes reachable from `value` (containers and object attributes):
+    what an object keeps in memory, for tests that a secret is not kept."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, bytes | bytearray):
+        yield bytes(value)
+    elif isinstance(value, str):
+        yield value.encode()
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from reachable_strings(key, seen)
+            yield from reachable_strings(item, seen)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from reachable_strings(item, seen)
+    elif hasattr(value, "__dict__"):
+        yield from reachable_strings(vars(value), seen)
 
 
 def wait_until(

@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -39,7 +38,7 @@ import pytest
 
 from dashboards.queries import PanelQuery, all_panel_queries, load_dashboards, variable_queries
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
-from tests.harness import API_KEY
+from tests.harness import API_KEY, iso
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules"
@@ -75,10 +74,6 @@ ACTIVE_ONLY = {
 }
 
 T = TypeVar("T")
-
-
-def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def binary(name: str) -> str:
@@ -258,12 +253,8 @@ def world() -> SimulatedNotte:
 @pytest.fixture
 def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
     # No tick thread: the world changes only when the test says so.
-    server = SimulatorServer(world, api_key=API_KEY)
-    server.start()
-    try:
+    with SimulatorServer(world, api_key=API_KEY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -22,12 +22,13 @@ import pytest
 from exporter import __version__, http_server
 from exporter.simulator import SimulatedNotte, SimulatorServer
 from exporter.webconfig import BasicAuthVerifier, WebConfigError, load_web_config
-from tests.faults import Certs, ExporterProcess, make_certs, start_http
+from tests.faults import Certs, ExporterProcess, make_certs
 from tests.harness import (
     API_KEY,
     ExporterUnderTest,
     make_settings,
     parse_samples,
+    reachable_strings,
     run_cli,
     value,
     wait_until,
@@ -50,8 +51,6 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
@@ -67,10 +66,8 @@ def web_dir(tmp_path: Path, certs: Certs) -> Path:
 def api() -> Iterator[SimulatorServer]:
     world = SimulatedNotte(seed=4)
     world.add_session("a1")
-    server = SimulatorServer(world, api_key=API_KEY)
-    server.start()
-    yield server
-    server.stop()
+    with SimulatorServer(world, api_key=API_KEY) as server:
+        yield server
 
 
 def client_context(certs: Certs, *, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
@@ -85,7 +82,7 @@ def serve(api: SimulatorServer, web_dir: Path, config: str) -> ExporterUnderTest
     path = web_dir / "web.yml"
     path.write_text(config)
     exporter = ExporterUnderTest(make_settings(api.url), web_config=load_web_config(path))
-    start_http(exporter)
+    exporter.start_http()
     assert exporter.cycle()
     return exporter
 
@@ -93,7 +90,7 @@ def serve(api: SimulatorServer, web_dir: Path, config: str) -> ExporterUnderTest
 @pytest.fixture(scope="module")
 def plain(api: SimulatorServer) -> Iterator[ExporterUnderTest]:
     exporter = ExporterUnderTest(make_settings(api.url))
-    start_http(exporter)
+    exporter.start_http()
     assert exporter.cycle()
     yield exporter
     exporter.close()
@@ -317,30 +314,11 @@ def test_a_scrape_every_few_seconds_does_not_pay_bcrypt_each_time(
     assert len(checkpw_calls) <= 1
 
 
-def _reachable_text(value: object, seen: set[int]) -> Iterator[bytes]:
-    if id(value) in seen:
-        return
-    seen.add(id(value))
-    if isinstance(value, bytes | bytearray):
-        yield bytes(value)
-    elif isinstance(value, str):
-        yield value.encode()
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _reachable_text(key, seen)
-            yield from _reachable_text(item, seen)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            yield from _reachable_text(item, seen)
-    elif hasattr(value, "__dict__"):
-        yield from _reachable_text(vars(value), seen)
-
-
 def test_basic_auth_never_keeps_the_password() -> None:
     verifier = BasicAuthVerifier({"prometheus": HASH.encode()})
     header = basic("prometheus", PASSWORD)["Authorization"]
     assert verifier.check(header)
-    held = list(_reachable_text(verifier, set()))
+    held = list(reachable_strings(verifier))
     assert held
     assert not any(PASSWORD.encode() in item for item in held)
     assert not any(header.split()[1].encode() in item for item in held)

@@ -20,9 +20,11 @@ from exporter.settings import SETTING_NAMES, load_settings
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 from tests.harness import (
     API_KEY,
+    Clock,
     ExporterUnderTest,
     exporter_for,
     family_types,
+    iso,
     make_settings,
     parse_samples,
     run_cli,
@@ -33,10 +35,6 @@ from tests.harness import (
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
 
 
-def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
-
-
 @pytest.fixture
 def world() -> SimulatedNotte:
     return SimulatedNotte(seed=1, clock=lambda: NOW)
@@ -44,20 +42,8 @@ def world() -> SimulatedNotte:
 
 @pytest.fixture
 def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    server = SimulatorServer(world, api_key=API_KEY)
-    server.start()
-    yield server
-    server.stop()
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+    with SimulatorServer(world, api_key=API_KEY) as server:
+        yield server
 
 
 def test_every_metric_has_the_contract_type_and_value_for_every_status(

@@ -22,30 +22,19 @@ import pytest
 from exporter.apikey import ApiKeySource
 from exporter.client import RetryPolicy
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
-from tests.faults import ExporterProcess, exporter_for, log_lines, start_http
+from tests.faults import ExporterProcess, log_lines
 from tests.harness import (
     API_KEY,
+    Clock,
     ExporterUnderTest,
+    exporter_for,
+    iso,
     make_settings,
     value,
     wait_until,
 )
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
-
-
-def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -55,10 +44,8 @@ def world() -> SimulatedNotte:
 
 @pytest.fixture
 def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    server = SimulatorServer(world, api_key=API_KEY)
-    server.start()
-    yield server
-    server.stop()
+    with SimulatorServer(world, api_key=API_KEY) as server:
+        yield server
 
 
 def polls(exporter: ExporterUnderTest, result: str) -> float:
@@ -327,7 +314,7 @@ def test_a_fixed_key_file_is_picked_up_without_a_restart(
         make_settings(api.url, api_key=None, api_key_file=key_file),
         api_key=ApiKeySource(path=key_file),
     )
-    start_http(exporter)
+    exporter.start_http()
     try:
         for _ in range(3):
             world.reset_requests()
@@ -489,7 +476,7 @@ def test_a_failed_cycle_keeps_the_last_values_and_readiness_tells_the_truth(
     )
     clock = Clock(NOW)
     exporter = ExporterUnderTest(make_settings(api.url, poll_interval=0.5), clock=clock)
-    start_http(exporter)
+    exporter.start_http()
     try:
         world.inject(Fault(status=500))
         assert not exporter.cycle()
@@ -542,7 +529,7 @@ def test_memory_and_logs_stay_flat_through_hundreds_of_failing_cycles(
     # Retries still happen, but without the production backoff's sleeps: the point
     # here is hundreds of failing cycles, quickly.
     exporter.app.client._retry = RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.001)
-    start_http(exporter)
+    exporter.start_http()
 
     def outage(share: float) -> None:
         for fault, cycles in outages:

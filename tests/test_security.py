@@ -32,8 +32,8 @@ from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient, NotteError
 from exporter.selfmetrics import create_self_metrics
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
-from tests.faults import ExporterProcess, exporter_for
-from tests.harness import API_KEY, parse_samples, value, wait_until
+from tests.faults import ExporterProcess
+from tests.harness import API_KEY, exporter_for, parse_samples, value, wait_until
 
 # Distinctive, so that a match can only be a leak.
 SECRET = "sk-notte-Q7vX2mZp9RkL4wT8"
@@ -48,19 +48,15 @@ def world() -> SimulatedNotte:
 @pytest.fixture
 def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
     """The fake API, with the harness's key (in-process exporters use that)."""
-    server = SimulatorServer(world, api_key=API_KEY)
-    server.start()
-    yield server
-    server.stop()
+    with SimulatorServer(world, api_key=API_KEY) as server:
+        yield server
 
 
 @pytest.fixture
 def secret_api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
     """The fake API, with the distinctive key."""
-    server = SimulatorServer(world, api_key=SECRET)
-    server.start()
-    yield server
-    server.stop()
+    with SimulatorServer(world, api_key=SECRET) as server:
+        yield server
 
 
 def _assert_no_secret(text: str | bytes, where: str) -> None:

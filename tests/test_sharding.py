@@ -52,10 +52,8 @@ def world() -> SimulatedNotte:
 
 @pytest.fixture
 def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    server = SimulatorServer(world, api_key=API_KEY)
-    server.start()
-    yield server
-    server.stop()
+    with SimulatorServer(world, api_key=API_KEY) as server:
+        yield server
 
 
 class Fleet:

@@ -21,7 +21,7 @@ from exporter.simulator import (
     iso,
     parse_timestamp,
 )
-from tests.harness import wait_until
+from tests.harness import Clock, wait_until
 
 KEY = "sk-sim-test"
 START = 1_800_000_000.0
@@ -35,19 +35,9 @@ CONTRACT_FIELDS = {
 }  # fmt: skip
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture
@@ -57,10 +47,8 @@ def world(clock: Clock) -> SimulatedNotte:
 
 @pytest.fixture
 def server(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    api = SimulatorServer(world, api_key=KEY)
-    api.start()
-    yield api
-    api.stop()
+    with SimulatorServer(world, api_key=KEY) as api:
+        yield api
 
 
 @pytest.fixture
@@ -82,7 +70,7 @@ def everything(world: SimulatedNotte) -> str:
 def test_same_seed_and_clock_give_the_same_world() -> None:
     worlds = []
     for seed in (3, 3, 4):
-        clock = Clock()
+        clock = Clock(START)
         world = SimulatedNotte(seed=seed, clock=clock)
         world.populate(active=20, ended=4)
         live(world, clock, 90)
@@ -370,7 +358,7 @@ def test_background_ticking_brings_the_world_to_life() -> None:
 
 
 def test_listing_ten_thousand_sessions_is_quick() -> None:
-    world = SimulatedNotte(seed=9, clock=Clock())
+    world = SimulatedNotte(seed=9, clock=Clock(START))
     world.populate(active=10_000)
     started = time.monotonic()
     seen = []

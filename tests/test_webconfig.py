@@ -10,7 +10,6 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ from exporter.webconfig import (
     build_ssl_context,
     load_web_config,
 )
+from tests.faults import Certs, make_certs
+from tests.harness import reachable_strings
 
 
 def _hash(password: str, rounds: int = 4) -> str:
@@ -40,75 +41,16 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-@dataclass(frozen=True)
-class Certs:
-    folder: Path
-    ca: Path
-    server_crt: Path
-    server_key: Path
-    client_crt: Path
-    client_key: Path
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    folder = tmp_path_factory.mktemp("certs")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(
-        "req",
-        "-x509",
-        *new_key,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=notte-test-ca",
-    )
-    (folder / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
-    )
-    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for serial, name in enumerate(("server", "client"), start=2):
-        openssl(
-            "req", *new_key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            str(serial),
-            "-days",
-            "1",
-            "-extfile",
-            f"{name}.ext",
-            "-out",
-            f"{name}.crt",
-        )
-    openssl("pkey", "-in", "server.key", "-aes256", "-passout", "pass:hunter2", "-out", "enc.key")
-    return Certs(
-        folder,
-        folder / "ca.crt",
-        folder / "server.crt",
-        folder / "server.key",
-        folder / "client.crt",
-        folder / "client.key",
-    )
+    """The throwaway certificates, plus the server key encrypted with a passphrase."""
+    made = make_certs(tmp_path_factory.mktemp("certs"))
+    subprocess.run(
+        ["openssl", "pkey", "-in", "server.key", "-aes256", "-passout", "pass:hunter2",
+         "-out", "enc.key"],
+        cwd=made.folder, check=True, capture_output=True,
+    )  # fmt: skip
+    return made
 
 
 @pytest.fixture
@@ -624,32 +566,11 @@ def test_cache_is_bounded_and_evicts_the_oldest(checkpw_calls: list[bytes]) -> N
     assert len(checkpw_calls) == 4
 
 
-def _strings_in(value: object, seen: set[int] | None = None) -> Iterator[bytes]:
-    """Every str and bytes reachable from `value` (containers and object attributes)."""
-    seen = set() if seen is None else seen
-    if id(value) in seen:
-        return
-    seen.add(id(value))
-    if isinstance(value, bytes | bytearray):
-        yield bytes(value)
-    elif isinstance(value, str):
-        yield value.encode()
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings_in(key, seen)
-            yield from _strings_in(item, seen)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            yield from _strings_in(item, seen)
-    elif hasattr(value, "__dict__"):
-        yield from _strings_in(vars(value), seen)
-
-
 def test_cache_never_holds_the_plaintext_password() -> None:
     verifier = _verifier(alice=ALICE_HASH)
     assert verifier.check(_basic("alice", ALICE_PASSWORD))
 
-    held = list(_strings_in(verifier))
+    held = list(reachable_strings(verifier))
 
     assert held, "the walk found nothing: it no longer sees the verifier's state"
     assert not any(ALICE_PASSWORD.encode() in item for item in held)
