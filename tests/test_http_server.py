@@ -280,19 +280,6 @@ def test_web_config_errors_name_the_key(web_dir: Path, text: str, key: str) -> N
         load_web_config(web_dir / "web.yml")
 
 
-@pytest.fixture
-def checkpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    calls: list[bytes] = []
-    real = bcrypt.checkpw
-
-    def counting(password: bytes, hashed: bytes) -> bool:
-        calls.append(hashed)
-        return real(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", counting)
-    return calls
-
-
 def test_basic_auth_pays_bcrypt_once_per_good_password(checkpw_calls: list[bytes]) -> None:
     verifier = BasicAuthVerifier({"prometheus": HASH.encode()})
     good = basic("prometheus", PASSWORD)["Authorization"]

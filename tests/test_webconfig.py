@@ -458,20 +458,6 @@ def test_handshake_without_client_auth_and_min_version(config_dir: Path, certs: 
 # --- basic auth ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def checkpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Counts bcrypt checks (recording the hash each was made against) and delegates."""
-    calls: list[bytes] = []
-    real = bcrypt.checkpw
-
-    def counting(password: bytes, hashed: bytes) -> bool:
-        calls.append(hashed)
-        return real(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", counting)
-    return calls
-
-
 def _verifier(**users: str) -> BasicAuthVerifier:
     return BasicAuthVerifier({name: hashed.encode() for name, hashed in users.items()})
 
