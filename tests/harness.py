@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -196,6 +197,17 @@ def exporter_for(world_url: str, **overrides: Any) -> Iterator[ExporterUnderTest
         yield exporter
     finally:
         exporter.close()
+
+
+def assert_promtool_accepts(exposition: bytes) -> None:
+    """`promtool check metrics` finds no problem at all (no error, no warning) in `exposition`."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is required (Debian package prometheus)"
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=exposition, capture_output=True, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
+    assert result.stdout.decode() + result.stderr.decode() == ""
 
 
 def run_cli(

@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import socket
 import struct
-import subprocess
 import time
 import traceback
 from collections.abc import Iterator
@@ -33,7 +31,14 @@ from exporter.client import NotteClient, NotteError
 from exporter.selfmetrics import create_self_metrics
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 from tests.faults import ExporterProcess
-from tests.harness import API_KEY, exporter_for, parse_samples, value, wait_until
+from tests.harness import (
+    API_KEY,
+    assert_promtool_accepts,
+    exporter_for,
+    parse_samples,
+    value,
+    wait_until,
+)
 
 # Distinctive, so that a match can only be a leak.
 SECRET = "sk-notte-Q7vX2mZp9RkL4wT8"
@@ -280,13 +285,7 @@ def test_hostile_label_values_are_escaped_and_the_exposition_parses(
         assert [key for key in samples if key[0] == "notte_up"] == [("notte_up", ())]
         assert not any(key[0].startswith("x") for key in samples)
 
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is required (Debian package prometheus)"
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=text_body, capture_output=True, check=False
-    )
-    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
-    assert result.stdout.decode() + result.stderr.decode() == ""
+    assert_promtool_accepts(text_body)
 
 
 # --- hostile session IDs in URLs ------------------------------------------------------------------

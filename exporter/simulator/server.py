@@ -1,0 +1,303 @@
+"""The simulated Notte API over HTTP/1.1 on loopback: both endpoints, bearer auth, paging,
+and the faults the world says to inject."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import math
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from exporter.simulator.world import MAX_PAGE_SIZE, Fault, RequestRecord, SimulatedNotte
+
+logger = logging.getLogger(__name__)
+SERVE_POLL_INTERVAL = 0.05  # how quickly serve_forever notices shutdown()
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class SimulatorServer:
+    """Serves a `SimulatedNotte` over HTTP on loopback (port 0: a free one)."""
+
+    def __init__(
+        self,
+        world: SimulatedNotte,
+        *,
+        api_key: str = "demo-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        list_shape: str = "items",
+        tick_interval: float | None = None,
+    ) -> None:
+        if list_shape not in ("items", "list"):
+            raise ValueError("list_shape must be 'items' or 'list'")
+        self.world = world
+        self.api_key = api_key
+        self.list_shape = list_shape
+        self._address = (host, port)
+        self._tick_interval = tick_interval
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("the simulator is not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Bind and serve on a daemon thread; tick the world on another if asked."""
+        if self._httpd is not None or self._stopping.is_set():
+            raise RuntimeError("a simulator server starts once")
+        self._httpd = _HTTPServer(self._address, self)
+        self._spawn(self._serve, "simulator-http")
+        if self._tick_interval:
+            self._spawn(self._tick_forever, "simulator-life")
+
+    def _serve(self) -> None:
+        assert self._httpd is not None
+        self._httpd.serve_forever(poll_interval=SERVE_POLL_INTERVAL)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _tick_forever(self) -> None:
+        """Real time drives the life; a failing tick is logged, not fatal to the demo."""
+        interval = self._tick_interval or 1.0
+        while not self._stopping.wait(interval):
+            try:
+                self.world.tick(interval)
+            except Exception:
+                logger.exception("simulated tick failed")
+
+    def stop(self) -> None:
+        """Release hangs, stop ticking and serving, drop open connections; idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.close_connections()
+        self._httpd.server_close()
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+    def pause(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True when the server is stopping (the wait was cut short)."""
+        return self._stopping.wait(seconds)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def authorised(self, header: str | None) -> bool:
+        scheme, _, key = (header or "").partition(" ")
+        expected = self.api_key.encode()
+        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), expected)
+
+    def __enter__(self) -> SimulatorServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- answering -------------------------------------------------------------
+    def answer(
+        self,
+        endpoint: str,
+        session_id: str,
+        query: dict[str, str],
+        authorised: bool,
+        fault: Fault | None,
+    ) -> _Answer:
+        """What to answer: an injected status first, then routing, auth and the world."""
+        headers = {"Retry-After": fault.retry_after} if fault and fault.retry_after else {}
+        if fault is not None and fault.status is not None:
+            body = fault.body if fault.body is not None else _json({"detail": "Injected fault"})
+            return _Answer(fault.status, body, headers)
+        status, body = self._route(endpoint, session_id, query, authorised)
+        if fault is not None and fault.body is not None:
+            body = fault.body
+        return _Answer(status, body, headers)
+
+    def _route(
+        self, endpoint: str, session_id: str, query: dict[str, str], authorised: bool
+    ) -> tuple[int, bytes]:
+        if endpoint == "other":
+            return 404, _json({"detail": "Not Found"})
+        if not authorised:
+            return 401, _json({"detail": "Invalid API key"})
+        if endpoint == "get_session":
+            found = self.world.session(session_id)
+            return (200, _json(found)) if found else (404, _json({"detail": "Session not found"}))
+        return self._list(query)
+
+    def _list(self, query: dict[str, str]) -> tuple[int, bytes]:
+        """The list endpoint: FastAPI-style validation (422), then a page in either shape."""
+        try:
+            page = int(query.get("page", "1"))
+            page_size = int(query.get("page_size", "10"))
+            only_active = _boolean(query.get("only_active", "true"))
+            include_system = _boolean(query.get("include_system", "false"))
+        except ValueError as exc:
+            return 422, _json({"detail": f"Invalid query parameter: {exc}"})
+        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+            return 422, _json({"detail": f"page >= 1 and 1 <= page_size <= {MAX_PAGE_SIZE}"})
+        items, total = self.world.page_and_total(
+            page=page, page_size=page_size, only_active=only_active, include_system=include_system
+        )
+        if self.list_shape == "list":
+            return 200, _json(items)
+        has_next = page * page_size < total
+        body = {"items": items, "page": page, "page_size": page_size, "total": total}
+        return 200, _json({**body, "has_next": has_next})
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Keeps hold of open connections so stop() can cut keep-alive clients off."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], owner: SimulatorServer) -> None:
+        self.owner = owner
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def close_connections(self) -> None:
+        """Shut every open connection, so no handler answers after stop()."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients going away mid-answer are normal in fault tests; anything else is a bug."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            logger.exception("simulator failed to answer %s", client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    # Headers and body are two writes; without this the body waits ~40 ms for
+    # the client's delayed ACK, which would dominate every simulated request.
+    disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:
+        self._serve(routed=True)
+
+    def _other_method(self) -> None:
+        """Other methods are unknown routes; their body is unread, so the connection closes."""
+        self.close_connection = True
+        self._serve(routed=False)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _other_method
+
+    def _serve(self, *, routed: bool) -> None:
+        owner = self.server.owner
+        if owner.stopping:
+            self.close_connection = True
+            return
+        target = urlsplit(self.path)
+        endpoint, session_id = _route(target.path) if routed else ("other", "")
+        query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
+        authorised = owner.authorised(self.headers.get("Authorization"))
+        fault = owner.world.take_fault(endpoint) if endpoint != "other" else None
+        answer = owner.answer(endpoint, session_id, query, authorised, fault)
+        owner.world.record(RequestRecord(endpoint, target.path, query, answer.status, authorised))
+        if fault is not None and fault.hang and owner.pause(fault.hang):
+            self.close_connection = True
+            return
+        self._send(answer, fault.slow_body if fault else 0.0)
+
+    def _send(self, answer: _Answer, slow: float) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer.body)))
+        for name, value in answer.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if slow > 0:
+            self._dribble(answer.body, slow)
+        else:
+            self.wfile.write(answer.body)
+
+    def _dribble(self, body: bytes, seconds: float) -> None:
+        """Send the body in small pieces over `seconds`, stopping if the server stops."""
+        pieces = max(1, min(len(body), math.ceil(seconds / 0.05)))
+        size = max(1, math.ceil(len(body) / pieces))
+        for start in range(0, max(len(body), 1), size):
+            if self.server.owner.pause(seconds / pieces):
+                self.close_connection = True
+                return
+            self.wfile.write(body[start : start + size])
+            self.wfile.flush()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the world keeps a request log instead."""
+
+
+def _route(path: str) -> tuple[str, str]:
+    """Endpoint and the percent-decoded session ID, from the raw path."""
+    if path == "/sessions":
+        return "list_sessions", ""
+    prefix = "/sessions/"
+    if path.startswith(prefix) and len(path) > len(prefix):
+        return "get_session", unquote(path[len(prefix) :])
+    return "other", ""
+
+
+def _boolean(value: str) -> bool:
+    """A query boolean the way FastAPI reads one."""
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, default=str).encode()
