@@ -54,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import SecretStr
 
-from exporter import simulator
 from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient
 from exporter.configured import ConfiguredIds
@@ -422,11 +421,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref-concurrency", type=int, default=8, help="reference GETs in flight")
     parser.add_argument("--hang", type=float, default=0.2, help="added API latency, seconds")
     args = parser.parse_args(argv)
-    # The simulator writes headers and body in two sends; with Nagle's algorithm a
-    # small body then waits for the client's delayed ACK, ~40 ms per GET, which
-    # would make the reference's one-GET-per-session cycle measure the simulator.
-    # (exporter/http_server.py sets the same for this reason.)
-    simulator._Handler.disable_nagle_algorithm = True
     n = args.sessions
     interval = args.cycle_interval or max(2.0, n / 2500)
     page_size = args.page_size

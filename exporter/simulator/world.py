@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-
 BROWSERS = ("chromium", "chrome", "firefox", "chrome-nightly", "chrome-turbo")
 ERRORS = (
     "Browser crashed: Target closed",
