@@ -42,7 +42,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from collections import Counter
@@ -54,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic import SecretStr
 
+from bench.common import LineCollector
 from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient
 from exporter.configured import ConfiguredIds
@@ -139,14 +139,8 @@ class Child:
         self.process = subprocess.Popen(
             argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
+        self._stderr = LineCollector(self.process.stderr)
+        self.lines = self._stderr.lines
 
     @property
     def pid(self) -> int:
@@ -167,7 +161,7 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        self._reader.join(5)
+        self._stderr.join(5)
 
 
 class Scraper:

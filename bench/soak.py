@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import LineCollector
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 
 API_KEY = "sk-soak-bench-key"
@@ -113,14 +114,8 @@ class ExporterProcess:
             text=True,
             cwd=Path(__file__).resolve().parent.parent,
         )  # fmt: skip
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
+        self._stderr = LineCollector(self.process.stderr)
+        self.lines = self._stderr.lines
 
     def port(self, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
@@ -142,7 +137,7 @@ class ExporterProcess:
             self.process.kill()
             code = self.process.wait(5)
         elapsed = time.monotonic() - started
-        self._reader.join(5)
+        self._stderr.join(5)
         return code, elapsed
 
 
