@@ -38,13 +38,16 @@ HELP: dict[str, str] = {
     "session_ids": "a session ID to watch; repeat for more (replaces the variable's list)",
     "session_ids_file": "file of session IDs, one a line, # comments; re-read every poll",
     "discovery": "discover active sessions through the list endpoint (default on)",
-    "include_system": "pass include_system=true when listing (default off)",
+    "include_system": "list system sessions too (default off: sends include_system=false)",
+    "sweep": "with discovery, also list the newest sessions of any status each cycle, "
+    "so sessions shorter than a poll interval are seen (default on)",
     "poll_interval": "seconds between poll cycles (default 15)",
     "request_timeout": "seconds per API request (default 10)",
     "max_concurrency": "API requests in flight at once (default 8)",
-    "page_size": "page_size for the list endpoint (default 100)",
+    "page_size": "page_size for the list endpoint, 1 to 100 (default 100)",
     "retention": "seconds an ended, discovered session stays exported (default 900)",
     "max_sessions": "cap on tracked sessions (default 10000)",
+    "max_response_bytes": "cap on one API answer's body after decompression (default 16777216)",
     "shard": "this replica's shard, 0-based (default 0)",
     "total_shards": "number of replicas sharing the sessions (default 1)",
     "web_config_file": "TLS and basic auth, in the Prometheus exporter-toolkit web-config format",
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for field, (env_name, flag) in SETTING_NAMES.items():
         kwargs: dict[str, Any] = {"dest": field, "help": f"{HELP[field]} [{env_name}]"}
-        if field in ("discovery", "include_system"):
+        if field in ("discovery", "include_system", "sweep"):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif field == "session_ids":
             kwargs.update(action="append", metavar="ID")

@@ -37,7 +37,8 @@ from pydantic import ValidationError
 
 from exporter import __version__
 from exporter.apikey import ApiKeySource
-from exporter.model import KNOWN_STATUSES, Session, describe_invalid, parse_session
+from exporter.labels import STATUSES
+from exporter.model import Session, describe_invalid, parse_session
 from exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,7 @@ class NotteClient:
 
     def _checked(self, endpoint: str, session: Session) -> Session:
         """Count a status the contract does not know; the session is still exported."""
-        if session.status not in KNOWN_STATUSES:
+        if session.status not in STATUSES:
             self._count_bad(endpoint, "unknown_status")
         return session
 

@@ -22,8 +22,8 @@ from pydantic import (
     field_validator,
 )
 
-KNOWN_STATUSES: Final = ("active", "closed", "error", "timed_out")
-ENDED_STATUSES: Final = frozenset({"closed", "error", "timed_out"})
+from exporter.labels import ENDED_STATUSES
+
 DEFAULT_MAX_DURATION_MINUTES: Final = 15.0
 _SURROGATES: Final = re.compile("[\ud800-\udfff]")
 

@@ -21,10 +21,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
-
-POLL_RESULTS = ("success", "failure")
-ENDPOINTS = ("get_session", "list_sessions")
-BAD_DATA_KINDS = ("invalid_item", "not_json", "bad_shape", "unknown_status")
+from exporter.labels import BAD_DATA_KINDS, ENDPOINTS, POLL_RESULTS
 
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120)
 _REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

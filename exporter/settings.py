@@ -24,6 +24,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_API_URL = "https://api.notte.cc"
 DEFAULT_PORT = 10027
+MAX_PAGE_SIZE = 100  # the API answers 422 above it
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 # Field name -> (environment variable, flag). The single source for help text,
 # error messages and the CLI parser.
@@ -36,12 +38,14 @@ SETTING_NAMES: dict[str, tuple[str, str]] = {
     "session_ids_file": ("NOTTE_EXPORTER_SESSION_IDS_FILE", "--session-ids-file"),
     "discovery": ("NOTTE_EXPORTER_DISCOVERY", "--discovery"),
     "include_system": ("NOTTE_EXPORTER_INCLUDE_SYSTEM", "--include-system"),
+    "sweep": ("NOTTE_EXPORTER_SWEEP", "--sweep"),
     "poll_interval": ("NOTTE_EXPORTER_POLL_INTERVAL", "--poll-interval"),
     "request_timeout": ("NOTTE_EXPORTER_REQUEST_TIMEOUT", "--request-timeout"),
     "max_concurrency": ("NOTTE_EXPORTER_MAX_CONCURRENCY", "--max-concurrency"),
     "page_size": ("NOTTE_EXPORTER_PAGE_SIZE", "--page-size"),
     "retention": ("NOTTE_EXPORTER_RETENTION", "--retention"),
     "max_sessions": ("NOTTE_EXPORTER_MAX_SESSIONS", "--max-sessions"),
+    "max_response_bytes": ("NOTTE_EXPORTER_MAX_RESPONSE_BYTES", "--max-response-bytes"),
     "shard": ("NOTTE_EXPORTER_SHARD", "--shard"),
     "total_shards": ("NOTTE_EXPORTER_TOTAL_SHARDS", "--total-shards"),
     "web_config_file": ("NOTTE_EXPORTER_WEB_CONFIG_FILE", "--web-config-file"),
@@ -82,12 +86,16 @@ class Settings(BaseSettings):
     session_ids_file: Path | None = _setting("session_ids_file", None)
     discovery: bool = _setting("discovery", True)
     include_system: bool = _setting("include_system", False)
+    sweep: bool = _setting("sweep", True)
     poll_interval: float = _setting("poll_interval", 15.0, gt=0, allow_inf_nan=False)
     request_timeout: float = _setting("request_timeout", 10.0, gt=0, allow_inf_nan=False)
     max_concurrency: int = _setting("max_concurrency", 8, ge=1, le=1000)
-    page_size: int = _setting("page_size", 100, ge=1, le=1000)
+    page_size: int = _setting("page_size", 100, ge=1, le=MAX_PAGE_SIZE)
     retention: float = _setting("retention", 900.0, ge=0, allow_inf_nan=False)
     max_sessions: int = _setting("max_sessions", 10000, ge=1)
+    max_response_bytes: int = _setting(
+        "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, ge=64 * 1024, le=1024**3
+    )
     shard: int = _setting("shard", 0, ge=0)
     total_shards: int = _setting("total_shards", 1, ge=1)
     web_config_file: Path | None = _setting("web_config_file", None)

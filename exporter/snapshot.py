@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from exporter.model import ENDED_STATUSES, KNOWN_STATUSES, Session, timestamp
-from exporter.tracker import DROP_REASONS, Tracked, TrackerState
+from exporter.labels import DROP_REASONS, ENDED_STATUSES, SOURCES, STATUSES
+from exporter.model import Session, timestamp
+from exporter.tracker import Tracked, TrackerState
 
 ERROR_LABEL_MAX_CHARS = 200
-SOURCES = ("configured", "discovered")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Snapshot:
     computed_at: float = 0.0
     sessions: tuple[SessionValues, ...] = ()
     by_status: Mapping[str, int] = field(
-        default_factory=lambda: MappingProxyType(dict.fromkeys(KNOWN_STATUSES, 0))
+        default_factory=lambda: MappingProxyType(dict.fromkeys(STATUSES, 0))
     )
     ended_total: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType(dict.fromkeys(sorted(ENDED_STATUSES), 0))
@@ -69,7 +69,7 @@ class Snapshot:
 def build_snapshot(state: TrackerState, now: float, generation: int) -> Snapshot:
     """Compute every value from the tracker state as of `now`."""
     tracked = sorted(state.sessions.values(), key=lambda item: item.session.session_id)
-    by_status: Counter[str] = Counter(dict.fromkeys(KNOWN_STATUSES, 0))
+    by_status: Counter[str] = Counter(dict.fromkeys(STATUSES, 0))
     by_source: Counter[str] = Counter(dict.fromkeys(SOURCES, 0))
     for item in tracked:
         by_status[item.session.status] += 1
@@ -98,7 +98,7 @@ def session_values(tracked: Tracked, now: float) -> SessionValues:
     return SessionValues(
         session_id=session.session_id,
         status=session.status,
-        statuses=KNOWN_STATUSES + tracked.unknown_statuses,
+        statuses=STATUSES + tracked.unknown_statuses,
         request_bytes=session.network_request_bytes,
         response_bytes=session.network_response_bytes,
         duration=_duration(session, created, last_accessed, now),

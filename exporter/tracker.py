@@ -16,11 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from exporter.model import KNOWN_STATUSES, Session, timestamp
+from exporter.labels import DROP_REASONS, STATUSES
+from exporter.model import Session, timestamp
 
 log = logging.getLogger(__name__)
-
-DROP_REASONS = ("retention", "not_found", "limit")
 
 
 @dataclass(frozen=True)
@@ -193,7 +192,7 @@ def _mark_ended(
 
 
 def _with_unknown(seen: tuple[str, ...], status: str) -> tuple[str, ...]:
-    if status in KNOWN_STATUSES or status in seen:
+    if status in STATUSES or status in seen:
         return seen
     log.warning("unknown session status %r, exported as a status of its own", status)
     return (*seen, status)

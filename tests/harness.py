@@ -8,13 +8,14 @@ loop on another; tests either call `cycle()` to run exactly one poll cycle
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -225,3 +226,20 @@ def run_cli(
         cwd=cwd,
         check=False,
     )
+
+
+def log_lines(
+    records: Sequence[logging.LogRecord], *, level: int = logging.WARNING
+) -> list[logging.LogRecord]:
+    """The exporter's own records at `level` or above.
+
+    Not the simulator's, nor httpx's: the exporter holds httpx at WARNING, but
+    in-process tests do not configure logging and scrape with httpx themselves.
+    """
+    return [
+        record
+        for record in records
+        if record.levelno >= level
+        and not record.name.startswith("exporter.simulator")
+        and record.name.startswith(("exporter", "apscheduler"))
+    ]

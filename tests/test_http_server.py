@@ -22,7 +22,7 @@ import pytest
 from exporter import __version__, http_server
 from exporter.simulator import SimulatedNotte, SimulatorServer
 from exporter.webconfig import BasicAuthVerifier, WebConfigError, load_web_config
-from tests.faults import Certs, ExporterProcess, make_certs
+from tests.certs import Certs, make_certs
 from tests.harness import (
     API_KEY,
     ExporterUnderTest,
@@ -33,6 +33,7 @@ from tests.harness import (
     value,
     wait_until,
 )
+from tests.process import ExporterProcess
 
 PASSWORD = "s3cret-scrape-pw"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()

@@ -22,17 +22,18 @@ import pytest
 from exporter.apikey import ApiKeySource
 from exporter.client import RetryPolicy
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
-from tests.faults import ExporterProcess, log_lines
 from tests.harness import (
     API_KEY,
     Clock,
     ExporterUnderTest,
     exporter_for,
     iso,
+    log_lines,
     make_settings,
     value,
     wait_until,
 )
+from tests.process import ExporterProcess
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
 

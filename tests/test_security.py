@@ -30,7 +30,6 @@ from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient, NotteError
 from exporter.selfmetrics import create_self_metrics
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
-from tests.faults import ExporterProcess
 from tests.harness import (
     API_KEY,
     assert_promtool_accepts,
@@ -39,6 +38,7 @@ from tests.harness import (
     value,
     wait_until,
 )
+from tests.process import ExporterProcess
 
 # Distinctive, so that a match can only be a leak.
 SECRET = "sk-notte-Q7vX2mZp9RkL4wT8"

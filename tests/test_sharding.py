@@ -16,12 +16,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from exporter.model import KNOWN_STATUSES
+from exporter.labels import ENDED_STATUSES, STATUSES
 from exporter.simulator import RequestRecord, SimulatedNotte, SimulatorServer
 from tests.harness import API_KEY, exporter_for, value
 
 TOTAL_SHARDS = 3
-ENDED_STATUSES = ("closed", "error", "timed_out")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -118,7 +117,7 @@ def test_three_shards_export_exactly_what_one_unsharded_exporter_does(
             assert value(shards[shard], "notte_exporter_total_shards") == TOTAL_SHARDS
         assert value(whole, "notte_exporter_shard_ordinal") == 0
         assert value(whole, "notte_exporter_total_shards") == 1
-        assert_sums_match(shards, whole, "notte_sessions", KNOWN_STATUSES)
+        assert_sums_match(shards, whole, "notte_sessions", STATUSES)
 
         # Some sessions of every shard end, with every final status; then one more cycle.
         ending = {
@@ -131,7 +130,7 @@ def test_three_shards_export_exactly_what_one_unsharded_exporter_does(
         fleet.cycle()
         shards, whole = fleet.samples()
 
-    assert_sums_match(shards, whole, "notte_sessions", KNOWN_STATUSES)
+    assert_sums_match(shards, whole, "notte_sessions", STATUSES)
     assert_sums_match(shards, whole, "notte_sessions_ended_total", ENDED_STATUSES)
     expected_ended = Counter(ENDED_STATUSES[i % 3] for i in range(len(ended_ids)))
     for status in ENDED_STATUSES:

@@ -25,7 +25,7 @@ from exporter.webconfig import (
     build_ssl_context,
     load_web_config,
 )
-from tests.faults import Certs, make_certs
+from tests.certs import Certs, make_certs
 from tests.harness import reachable_strings
 
 

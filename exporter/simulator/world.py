@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from exporter.labels import ENDPOINTS
+
 BROWSERS = ("chromium", "chrome", "firefox", "chrome-nightly", "chrome-turbo")
 ERRORS = (
     "Browser crashed: Target closed",
@@ -33,7 +35,6 @@ ERRORS = (
 STEP_ACTIONS = ("goto", "click", "fill", "scroll", "scrape", "wait")
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
 ENDED = ("closed", "error", "timed_out")
-ENDPOINTS = ("get_session", "list_sessions")
 MAX_PAGE_SIZE = 1000
 MAX_STEPS = 200
 IDLE_TIMEOUTS = ((1, 2, 3, 5), (3, 2, 3, 1))  # minutes, weights

@@ -1,28 +1,20 @@
-"""Helpers for the resilience, security and HTTP-server tests.
+"""`ExporterProcess`: `python -m exporter ...` run as a user would, in a subprocess.
 
-`ExporterProcess` runs `python -m exporter` as a user would, reads its log as it
-comes (so a debug-level log never fills the pipe), and finds the port it listens
-on. `make_certs` makes a throwaway CA, server and client certificate with the
-`openssl` command. `log_lines` picks the exporter's own records out of pytest's
-`caplog`.
+It reads the log as it comes (so a debug-level log never fills the pipe) and
+finds the port the exporter listens on.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-
-import pytest
 
 from tests.harness import wait_until
 
@@ -123,72 +115,3 @@ class ExporterProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-@dataclass(frozen=True)
-class Certs:
-    folder: Path
-    ca: Path
-    server_crt: Path
-    server_key: Path
-    client_crt: Path
-    client_key: Path
-    other_crt: Path
-    other_key: Path
-
-
-def make_certs(folder: Path) -> Certs:
-    """A throwaway CA, a server certificate for 127.0.0.1, a client certificate it signed,
-    and a self-signed client certificate it did not sign. Skips the test without openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for name, subject in (("ca", "/CN=notte-test-ca"), ("other", "/CN=intruder")):
-        openssl(
-            "req", "-x509", *new_key, "-keyout", f"{name}.key", "-out", f"{name}.crt",
-            "-days", "1", "-subj", subject,
-        )  # fmt: skip
-    (folder / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
-    )
-    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for serial, name in enumerate(("server", "client"), start=2):
-        openssl(
-            "req", *new_key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"
-        )
-        openssl(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-set_serial", str(serial), "-days", "1", "-extfile", f"{name}.ext",
-            "-out", f"{name}.crt",
-        )  # fmt: skip
-    return Certs(
-        folder,
-        folder / "ca.crt",
-        folder / "server.crt",
-        folder / "server.key",
-        folder / "client.crt",
-        folder / "client.key",
-        folder / "other.crt",
-        folder / "other.key",
-    )
-
-
-def log_lines(
-    records: Sequence[logging.LogRecord], *, level: int = logging.WARNING
-) -> list[logging.LogRecord]:
-    """The exporter's own records at `level` or above.
-
-    Not the simulator's, nor httpx's: the exporter holds httpx at WARNING, but
-    in-process tests do not configure logging and scrape with httpx themselves.
-    """
-    return [
-        record
-        for record in records
-        if record.levelno >= level
-        and not record.name.startswith("exporter.simulator")
-        and record.name.startswith(("exporter", "apscheduler"))
-    ]
