@@ -3,7 +3,8 @@
 `build_app` assembles the parts from settings; `App.serve` runs them until a
 stop signal: APScheduler's `AsyncIOScheduler` runs the poll job (first run at
 start, never two at once, missed runs coalesced) and the HTTP server runs on
-its own thread. `App.poll_once` is `--once`.
+its own thread. SIGHUP re-reads the key file and the web config (`App.reload`),
+the Prometheus convention. `App.poll_once` is `--once`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import __version__
 from exporter.apikey import ApiKeySource
-from exporter.client import NotteClient
+from exporter.client import NotteClient, RetryPolicy
 from exporter.configured import ConfiguredIds
 from exporter.exposition import Exposition
 from exporter.http_server import MetricsServer
@@ -34,6 +35,7 @@ from exporter.webconfig import WebConfig
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 3.0
+DEFAULT_RETRY = RetryPolicy()
 
 
 @dataclass
@@ -41,6 +43,7 @@ class App:
     """The running parts of one exporter."""
 
     settings: Settings
+    api_key: ApiKeySource
     metrics: SelfMetrics
     store: SnapshotStore
     exposition: Exposition
@@ -56,10 +59,17 @@ class App:
         finally:
             await self.client.aclose()
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the API key file and the web config now, and say so."""
+        self.api_key.reload()
+        if self.server is not None:
+            self.server.reload_web_config()
+        log.info("SIGHUP: re-read the API key file and the web config")
+
     async def serve(self, stop: asyncio.Event | None = None) -> None:
-        """Serve and poll until `stop` is set or SIGTERM/SIGINT arrives."""
+        """Serve and poll until `stop` is set or SIGTERM/SIGINT arrives; SIGHUP reloads."""
         stop = stop or asyncio.Event()
-        _install_signal_handlers(stop)
+        _install_signal_handlers(stop, self.reload)
         host, port = self.settings.listen_host_port
         self.server = MetricsServer(
             (host, port), exposition=self.exposition, store=self.store, web_config=self.web_config
@@ -125,11 +135,16 @@ class _CycleRunner:
             await asyncio.wait_for(self._task, SHUTDOWN_GRACE_SECONDS)
 
 
-def _install_signal_handlers(stop: asyncio.Event) -> None:
+def _install_signal_handlers(stop: asyncio.Event, reload: Callable[[], None]) -> None:
+    """On the loop, so handlers run between the loop's callbacks, never inside one.
+
+    Outside the main thread (in-process tests) the loop refuses: no handlers then.
+    """
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    handlers = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGHUP: reload}
+    for signum, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, handler)
 
 
 def build_app(
@@ -138,9 +153,14 @@ def build_app(
     *,
     web_config: WebConfig | None = None,
     process_metrics: bool = True,
-    clock: Callable[[], float] | None = None,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> App:
-    """Assemble every part from the settings; nothing starts yet."""
+    """Assemble every part from the settings; nothing starts yet.
+
+    `clock`, `monotonic` and `retry` are the seams tests use to control time and backoff.
+    """
     metrics = create_self_metrics(
         settings.shard, settings.total_shards, process_metrics=process_metrics
     )
@@ -151,6 +171,8 @@ def build_app(
         request_timeout=settings.request_timeout,
         max_concurrency=settings.max_concurrency,
         metrics=metrics,
+        retry=retry,
+        monotonic=monotonic,
     )
     options = PollOptions(
         poll_interval=settings.poll_interval,
@@ -168,7 +190,16 @@ def build_app(
         configured=ConfiguredIds(settings.session_ids, settings.session_ids_file),
         metrics=metrics,
         store=store,
-        clock=clock or time.time,
+        clock=clock,
     )
     exposition = Exposition(lambda: store.current, metrics.registry)
-    return App(settings, metrics, store, exposition, client, poller, web_config)
+    return App(
+        settings=settings,
+        api_key=api_key,
+        metrics=metrics,
+        store=store,
+        exposition=exposition,
+        client=client,
+        poller=poller,
+        web_config=web_config,
+    )

@@ -1,5 +1,9 @@
 """The command line: parse flags, build settings, run the exporter (or one cycle).
 
+The flags are built from the settings model (`exporter.settings.setting_specs`):
+each setting's flag, aliases and help are declared there, once. Only the
+flags that are not settings (`--demo`, `--once`) are declared here.
+
 Exit status: 0 on a clean stop (and for a successful `--once`), 1 when
 `--once` could not complete its cycle or the server cannot start, 2 for a bad
 setting, reported as one line on stderr naming it.
@@ -13,6 +17,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from pydantic import SecretStr
@@ -20,8 +25,16 @@ from pydantic import SecretStr
 from exporter import __version__
 from exporter.apikey import ApiKeyError, ApiKeySource
 from exporter.app import build_app
-from exporter.logs import configure_logging
-from exporter.settings import SETTING_NAMES, Settings, SettingsError, load_settings
+from exporter.logs import Redactor, configure_logging
+from exporter.settings import (
+    Settings,
+    SettingsError,
+    SettingSpec,
+    bad_setting,
+    load_settings,
+    sends_key_in_clear,
+    setting_specs,
+)
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
@@ -30,30 +43,28 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_SETTING = 0, 1, 2
 DEMO_API_KEY = "notte-demo-key"
 DEMO_SEED = 7
 
-HELP: dict[str, str] = {
-    "api_key": "the Notte API key (required unless --demo)",
-    "api_key_file": "read the API key from this file (re-read when it changes)",
-    "api_url": "Notte API base URL (default https://api.notte.cc)",
-    "listen_address": "where /metrics is served, host:port or [::]:port (default 0.0.0.0:10027)",
-    "session_ids": "a session ID to watch; repeat for more (replaces the variable's list)",
-    "session_ids_file": "file of session IDs, one a line, # comments; re-read every poll",
-    "discovery": "discover active sessions through the list endpoint (default on)",
-    "include_system": "list system sessions too (default off: sends include_system=false)",
-    "sweep": "with discovery, also list the newest sessions of any status each cycle, "
-    "so sessions shorter than a poll interval are seen (default on)",
-    "poll_interval": "seconds between poll cycles (default 15)",
-    "request_timeout": "seconds per API request (default 10)",
-    "max_concurrency": "API requests in flight at once (default 8)",
-    "page_size": "page_size for the list endpoint, 1 to 100 (default 100)",
-    "retention": "seconds an ended, discovered session stays exported (default 900)",
-    "max_sessions": "cap on tracked sessions (default 10000)",
-    "max_response_bytes": "cap on one API answer's body after decompression (default 16777216)",
-    "shard": "this replica's shard, 0-based (default 0)",
-    "total_shards": "number of replicas sharing the sessions (default 1)",
-    "web_config_file": "TLS and basic auth, in the Prometheus exporter-toolkit web-config format",
-    "log_level": "debug, info, warning or error (default info)",
-    "log_format": "text or json (default text)",
-}
+
+@dataclass(frozen=True)
+class FlagOnly:
+    """A flag that is not a setting (no variable): its name and help, for the parser and docs."""
+
+    flag: str
+    description: str
+
+
+FLAGS_ONLY = (
+    FlagOnly("--demo", "run against a built-in simulated Notte API on loopback, no key needed"),
+    FlagOnly("--once", "poll once, print the metrics to stdout, exit (0 on success)"),
+)
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """What the command line asked for: settings given as flags (by field name), and modes."""
+
+    flags: dict[str, Any]
+    demo: bool
+    once: bool
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,79 +75,106 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One option per setting, from the model, plus the flags that are not settings."""
     parser = _Parser(
         prog="notte-exporter",
         description="Prometheus exporter for Notte cloud-browser sessions.",
         epilog="Every setting is also an environment variable (shown in brackets); "
         "a flag wins over the environment, which wins over a .env file.",
         argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
     )
-    for field, (env_name, flag) in SETTING_NAMES.items():
-        kwargs: dict[str, Any] = {"dest": field, "help": f"{HELP[field]} [{env_name}]"}
-        if field in ("discovery", "include_system", "sweep"):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif field == "session_ids":
-            kwargs.update(action="append", metavar="ID")
-        elif field in ("log_level", "log_format"):
-            kwargs["metavar"] = "LEVEL" if field == "log_level" else "FORMAT"
-        parser.add_argument(flag, **kwargs)
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        default=False,
-        help="run against a built-in simulated Notte API on loopback; no key needed",
-    )
-    parser.add_argument(
-        "--once",
-        action="store_true",
-        default=False,
-        help="poll once, print the metrics to stdout and exit (0 on success, 1 on failure)",
-    )
+    for spec in setting_specs():
+        parser.add_argument(*spec.flags, dest=spec.name, help=_help(spec), **_action(spec))
+    for extra in FLAGS_ONLY:
+        parser.add_argument(
+            extra.flag, action="store_true", default=False, help=_plain(extra.description)
+        )
     parser.add_argument("--version", action="version", version=f"notte-exporter {__version__}")
     return parser
 
 
+def _action(spec: SettingSpec) -> dict[str, Any]:
+    if spec.kind == "bool":
+        return {"action": argparse.BooleanOptionalAction}
+    if spec.kind == "list":
+        return {"action": "append", "metavar": "ID"}
+    return {"metavar": spec.env.removeprefix("NOTTE_EXPORTER_").removeprefix("NOTTE_")}
+
+
+def _help(spec: SettingSpec) -> str:
+    default = f" (default {_plain(spec.shown_default)})" if spec.shown_default else ""
+    if spec.kind == "list":
+        default += "; repeat the flag for more"
+    return f"{_plain(spec.description)}{default} [{spec.env}]"
+
+
+def _plain(markdown: str) -> str:
+    """Help text for a terminal: no Markdown backticks, `%` escaped for argparse."""
+    return markdown.replace("`", "").replace("%", "%%")
+
+
+def parse_command_line(argv: Sequence[str] | None = None) -> CommandLine:
+    """Parse `argv`; a bad flag exits 2 with one line."""
+    args = vars(build_parser().parse_args(argv))
+    flags = {spec.name: args[spec.name] for spec in setting_specs() if spec.name in args}
+    return CommandLine(flags=flags, demo=args["demo"], once=args["once"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `notte-exporter` script and `python -m exporter`."""
-    args = build_parser().parse_args(argv)
-    flags = {name: value for name, value in vars(args).items() if name in SETTING_NAMES}
+    command = parse_command_line(argv)
+    redactor = Redactor()
     try:
-        settings = load_settings(flags)
-        web_config = load_web_config(settings.web_config_file) if settings.web_config_file else None
-        if not args.demo:
-            api_key = _api_key_source(settings)
-    except (SettingsError, ApiKeyError, WebConfigError) as exc:
+        settings = load_settings(command.flags)
+        web_config = _web_config(settings)
+        api_key = _demo_key(redactor) if command.demo else _api_key_source(settings, redactor)
+    except SettingsError as exc:
         print(f"notte-exporter: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTING
-    if args.demo:
+    configure_logging(settings.log_level, settings.log_format, redactor=redactor)
+    if command.demo:
         with _demo_api(settings) as demo_settings:
-            return _run(demo_settings, _demo_key(), web_config, once=args.once)
-    return _run(settings, api_key, web_config, once=args.once)
+            return _run(demo_settings, api_key, web_config, once=command.once)
+    return _run(settings, api_key, web_config, once=command.once)
 
 
-def _api_key_source(settings: Settings) -> ApiKeySource:
+def _web_config(settings: Settings) -> WebConfig | None:
+    if settings.web_config_file is None:
+        return None
+    try:
+        return load_web_config(settings.web_config_file)
+    except WebConfigError as exc:
+        # The error reads "web config <path>: <cause>"; the setting's names replace the prefix.
+        raise bad_setting("web_config_file", str(exc).removeprefix("web config ")) from None
+
+
+def _api_key_source(settings: Settings, redactor: Redactor) -> ApiKeySource:
     if settings.api_key_file is not None:
-        return ApiKeySource(path=settings.api_key_file)
+        try:
+            return ApiKeySource(path=settings.api_key_file, redactor=redactor)
+        except ApiKeyError as exc:
+            raise bad_setting("api_key_file", str(exc)) from None
     if settings.api_key is not None:
-        return ApiKeySource(key=settings.api_key)
-    raise SettingsError(
-        "bad setting NOTTE_API_KEY (--api-key): required; "
-        "or set NOTTE_API_KEY_FILE (--api-key-file), or run with --demo"
+        return ApiKeySource(key=settings.api_key, redactor=redactor)
+    raise bad_setting(
+        "api_key", "required; or set NOTTE_API_KEY_FILE (--api-key-file), or run with --demo"
     )
 
 
-def _demo_key() -> ApiKeySource:
-    return ApiKeySource(key=SecretStr(DEMO_API_KEY))
+def _demo_key(redactor: Redactor) -> ApiKeySource:
+    return ApiKeySource(key=SecretStr(DEMO_API_KEY), redactor=redactor)
 
 
 def _run(
     settings: Settings, api_key: ApiKeySource, web_config: WebConfig | None, *, once: bool
 ) -> int:
-    configure_logging(
-        settings.log_level,
-        settings.log_format,
-        secrets=lambda: [api_key.current().get_secret_value()],
-    )
+    if sends_key_in_clear(settings.api_url):
+        log.warning(
+            "the API URL %s is plain http:// to a host other than loopback: the API key "
+            "crosses the network (and any proxy) unencrypted; use https://",
+            settings.api_url,
+        )
     app = build_app(settings, api_key, web_config=web_config)
     if once:
         succeeded = asyncio.run(app.poll_once())

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from exporter.logs import Trouble
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ class ConfiguredIds:
         self._ids = list(dict.fromkeys(ids))
         self._path = path
         self._from_file: list[str] = []
-        self._file_error: str | None = None
+        self._trouble = Trouble(log)
 
     def current(self) -> list[str]:
         """The setting's IDs, then the file's, without duplicates, in that order."""
@@ -39,12 +41,8 @@ class ConfiguredIds:
             self._from_file = parse_ids_file(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             error = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            if error != self._file_error:
-                log.warning(
-                    "cannot read the session IDs file %s: %s; keeping its last IDs", path, error
-                )
-            self._file_error = error
+            self._trouble.failing(
+                f"cannot read the session IDs file {path}: {error}; keeping its last IDs"
+            )
             return
-        if self._file_error is not None:
-            log.info("session IDs file %s is readable again", path)
-        self._file_error = None
+        self._trouble.fine(f"session IDs file {path} is readable again")

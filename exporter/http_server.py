@@ -78,6 +78,9 @@ class MetricsServer(ThreadingHTTPServer):
         )
         self._thread.start()
 
+    def reload_web_config(self) -> None:
+        """Re-read the web config file (SIGHUP); the web config watcher fills this in."""
+
     def stop(self) -> None:
         """Stop accepting, close the socket; in-flight handlers are daemon threads."""
         if self._thread is not None:

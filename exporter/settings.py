@@ -1,6 +1,11 @@
-"""Settings: every row of the contract's settings table, in one place.
+"""Settings: every row of the contract's settings table, declared once, on the model.
 
-Flag > environment > `.env` > default. The CLI parses flags into a dict and
+Each field carries its environment variable (the validation alias), its flag
+and any flag aliases (`json_schema_extra`), its default and its help text
+(`description`). The command line (`exporter.cli`), the bad-setting messages
+and the README check are all built from `setting_specs()`.
+
+Flag > environment > `.env` > default: the CLI parses flags into a dict and
 passes it as init arguments, which pydantic-settings ranks above every other
 source. A setting that does not validate becomes one line naming it
 (`SettingsError`), which the CLI turns into exit status 2.
@@ -9,17 +14,13 @@ source. A setting that does not validate becomes one line naming it
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
+from urllib.parse import urlsplit
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_API_URL = "https://api.notte.cc"
@@ -27,80 +28,202 @@ DEFAULT_PORT = 10027
 MAX_PAGE_SIZE = 100  # the API answers 422 above it
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
-# Field name -> (environment variable, flag). The single source for help text,
-# error messages and the CLI parser.
-SETTING_NAMES: dict[str, tuple[str, str]] = {
-    "api_key": ("NOTTE_API_KEY", "--api-key"),
-    "api_key_file": ("NOTTE_API_KEY_FILE", "--api-key-file"),
-    "api_url": ("NOTTE_API_URL", "--api-url"),
-    "listen_address": ("NOTTE_EXPORTER_LISTEN_ADDRESS", "--listen-address"),
-    "session_ids": ("NOTTE_EXPORTER_SESSION_IDS", "--session-id"),
-    "session_ids_file": ("NOTTE_EXPORTER_SESSION_IDS_FILE", "--session-ids-file"),
-    "discovery": ("NOTTE_EXPORTER_DISCOVERY", "--discovery"),
-    "include_system": ("NOTTE_EXPORTER_INCLUDE_SYSTEM", "--include-system"),
-    "sweep": ("NOTTE_EXPORTER_SWEEP", "--sweep"),
-    "poll_interval": ("NOTTE_EXPORTER_POLL_INTERVAL", "--poll-interval"),
-    "request_timeout": ("NOTTE_EXPORTER_REQUEST_TIMEOUT", "--request-timeout"),
-    "max_concurrency": ("NOTTE_EXPORTER_MAX_CONCURRENCY", "--max-concurrency"),
-    "page_size": ("NOTTE_EXPORTER_PAGE_SIZE", "--page-size"),
-    "retention": ("NOTTE_EXPORTER_RETENTION", "--retention"),
-    "max_sessions": ("NOTTE_EXPORTER_MAX_SESSIONS", "--max-sessions"),
-    "max_response_bytes": ("NOTTE_EXPORTER_MAX_RESPONSE_BYTES", "--max-response-bytes"),
-    "shard": ("NOTTE_EXPORTER_SHARD", "--shard"),
-    "total_shards": ("NOTTE_EXPORTER_TOTAL_SHARDS", "--total-shards"),
-    "web_config_file": ("NOTTE_EXPORTER_WEB_CONFIG_FILE", "--web-config-file"),
-    "log_level": ("NOTTE_EXPORTER_LOG_LEVEL", "--log-level"),
-    "log_format": ("NOTTE_EXPORTER_LOG_FORMAT", "--log-format"),
-}
+
+def _setting(
+    default: Any = None,
+    *,
+    env: str,
+    flag: str,
+    description: str,
+    aliases: tuple[str, ...] = (),
+    shown_default: str | None = None,
+    **constraints: Any,
+) -> Any:
+    """A field with its variable, flag(s) and help; `shown_default` overrides how docs show it."""
+    extra: dict[str, Any] = {"flag": flag, "aliases": list(aliases)}
+    if shown_default is not None:
+        extra["shown_default"] = shown_default
+    if "default_factory" not in constraints:
+        constraints["default"] = default
+    return Field(
+        validation_alias=env, description=description, json_schema_extra=extra, **constraints
+    )
 
 
 class SettingsError(Exception):
     """A bad setting: the message is one line that names it, never its secret value."""
 
 
-def _setting(field: str, default: Any = ..., **constraints: Any) -> Any:
-    """A field read from its environment variable (and, for init arguments, its name)."""
-    alias = AliasChoices(SETTING_NAMES[field][0], field)
-    if default is ...:
-        return Field(validation_alias=alias, **constraints)
-    return Field(default, validation_alias=alias, **constraints)
-
-
 class Settings(BaseSettings):
-    """The exporter's configuration, built once in `main()` and passed down."""
+    """The exporter's configuration, built once in `main()` and passed down.
+
+    Init arguments are given by field name (`Settings(poll_interval=5)`); they
+    are mapped to the variables' names before validation, so the environment
+    is read under `NOTTE_*` names only (never a bare `SHARD` or `API_KEY`).
+    """
 
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
-        populate_by_name=True,
         hide_input_in_errors=True,
     )
 
-    api_key: SecretStr | None = _setting("api_key", None)
-    api_key_file: Path | None = _setting("api_key_file", None)
-    api_url: str = _setting("api_url", DEFAULT_API_URL)
-    listen_address: str = _setting("listen_address", f"0.0.0.0:{DEFAULT_PORT}")
-    session_ids: Annotated[list[str], NoDecode] = _setting("session_ids", default_factory=list)
-    session_ids_file: Path | None = _setting("session_ids_file", None)
-    discovery: bool = _setting("discovery", True)
-    include_system: bool = _setting("include_system", False)
-    sweep: bool = _setting("sweep", True)
-    poll_interval: float = _setting("poll_interval", 15.0, gt=0, allow_inf_nan=False)
-    request_timeout: float = _setting("request_timeout", 10.0, gt=0, allow_inf_nan=False)
-    max_concurrency: int = _setting("max_concurrency", 8, ge=1, le=1000)
-    page_size: int = _setting("page_size", 100, ge=1, le=MAX_PAGE_SIZE)
-    retention: float = _setting("retention", 900.0, ge=0, allow_inf_nan=False)
-    max_sessions: int = _setting("max_sessions", 10000, ge=1)
-    max_response_bytes: int = _setting(
-        "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, ge=64 * 1024, le=1024**3
+    api_key: SecretStr | None = _setting(
+        env="NOTTE_API_KEY",
+        flag="--api-key",
+        description="the Notte API key",
+        shown_default="(required unless `--demo`)",
     )
-    shard: int = _setting("shard", 0, ge=0)
-    total_shards: int = _setting("total_shards", 1, ge=1)
-    web_config_file: Path | None = _setting("web_config_file", None)
-    log_level: Literal["debug", "info", "warning", "error"] = _setting("log_level", "info")
-    log_format: Literal["text", "json"] = _setting("log_format", "text")
+    api_key_file: Path | None = _setting(
+        env="NOTTE_API_KEY_FILE",
+        flag="--api-key-file",
+        description="read the key from this file (Docker/Kubernetes secrets); "
+        "re-read when it changes and on SIGHUP",
+    )
+    api_url: str = _setting(
+        DEFAULT_API_URL, env="NOTTE_API_URL", flag="--api-url", description="API base URL"
+    )
+    listen_address: str = _setting(
+        f"0.0.0.0:{DEFAULT_PORT}",
+        env="NOTTE_EXPORTER_LISTEN_ADDRESS",
+        flag="--listen-address",
+        aliases=("--web.listen-address",),
+        description="where `/metrics` is served (`host:port`, `[::]:port`)",
+    )
+    session_ids: Annotated[list[str], NoDecode] = _setting(
+        env="NOTTE_EXPORTER_SESSION_IDS",
+        flag="--session-id",
+        default_factory=list,
+        description="session IDs to watch; the variable is comma-separated, "
+        "repeated flags replace its list",
+    )
+    session_ids_file: Path | None = _setting(
+        env="NOTTE_EXPORTER_SESSION_IDS_FILE",
+        flag="--session-ids-file",
+        description="a file of session IDs, one a line (`#` comments), added to the list "
+        "in effect; re-read every poll",
+    )
+    discovery: bool = _setting(
+        True,
+        env="NOTTE_EXPORTER_DISCOVERY",
+        flag="--discovery",
+        description="discover active sessions through the list endpoint",
+    )
+    include_system: bool = _setting(
+        False,
+        env="NOTTE_EXPORTER_INCLUDE_SYSTEM",
+        flag="--include-system",
+        description="list system sessions too: sends `include_system=true`, "
+        "else always `include_system=false`",
+    )
+    sweep: bool = _setting(
+        True,
+        env="NOTTE_EXPORTER_SWEEP",
+        flag="--sweep",
+        description="with discovery, also list the newest sessions of any status each cycle, "
+        "so sessions that start and end between two polls are seen",
+    )
+    poll_interval: float = _setting(
+        15.0,
+        env="NOTTE_EXPORTER_POLL_INTERVAL",
+        flag="--poll-interval",
+        description="seconds between poll cycles",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    request_timeout: float = _setting(
+        10.0,
+        env="NOTTE_EXPORTER_REQUEST_TIMEOUT",
+        flag="--request-timeout",
+        description="seconds per API request",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    max_concurrency: int = _setting(
+        8,
+        env="NOTTE_EXPORTER_MAX_CONCURRENCY",
+        flag="--max-concurrency",
+        description="API requests in flight at once",
+        ge=1,
+        le=1000,
+    )
+    page_size: int = _setting(
+        100,
+        env="NOTTE_EXPORTER_PAGE_SIZE",
+        flag="--page-size",
+        description=f"`page_size` for the list endpoint, 1 to {MAX_PAGE_SIZE} (the API's limit)",
+        ge=1,
+        le=MAX_PAGE_SIZE,
+    )
+    retention: float = _setting(
+        900.0,
+        env="NOTTE_EXPORTER_RETENTION",
+        flag="--retention",
+        description="seconds an ended, discovered session stays exported after it was seen ending",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    max_sessions: int = _setting(
+        10000,
+        env="NOTTE_EXPORTER_MAX_SESSIONS",
+        flag="--max-sessions",
+        description="cap on tracked sessions; past it, ended sessions are dropped oldest first, "
+        "and discovery stops adding",
+        ge=1,
+    )
+    max_response_bytes: int = _setting(
+        DEFAULT_MAX_RESPONSE_BYTES,
+        env="NOTTE_EXPORTER_MAX_RESPONSE_BYTES",
+        flag="--max-response-bytes",
+        description="cap on one API answer's body after decompression, 64 KiB to 1 GiB; "
+        "a larger answer fails its request",
+        shown_default=f"`{DEFAULT_MAX_RESPONSE_BYTES}` (16 MiB)",
+        ge=64 * 1024,
+        le=1024**3,
+    )
+    shard: int = _setting(
+        0,
+        env="NOTTE_EXPORTER_SHARD",
+        flag="--shard",
+        description="this replica's shard, 0-based",
+        ge=0,
+    )
+    total_shards: int = _setting(
+        1,
+        env="NOTTE_EXPORTER_TOTAL_SHARDS",
+        flag="--total-shards",
+        description="number of replicas sharing the sessions; a session belongs to the shard "
+        "given by a stable hash of its `session_id`",
+        ge=1,
+    )
+    web_config_file: Path | None = _setting(
+        env="NOTTE_EXPORTER_WEB_CONFIG_FILE",
+        flag="--web-config-file",
+        aliases=("--web.config.file",),
+        description="TLS and basic auth for the HTTP endpoints, in the Prometheus "
+        "exporter-toolkit web-config format",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = _setting(
+        "info",
+        env="NOTTE_EXPORTER_LOG_LEVEL",
+        flag="--log-level",
+        aliases=("--log.level",),
+        description="`debug`, `info`, `warning`, `error`",
+    )
+    log_format: Literal["text", "json"] = _setting(
+        "text",
+        env="NOTTE_EXPORTER_LOG_FORMAT",
+        flag="--log-format",
+        aliases=("--log.format",),
+        description="`text` or `json` (one JSON object a line)",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        """Accept field names (flags, tests) as well as the variables' names."""
+        aliases = {spec.name: spec.env for spec in setting_specs()}
+        super().__init__(**{aliases.get(key, key): value for key, value in values.items()})
 
     @field_validator("session_ids", mode="before")
     @classmethod
@@ -151,6 +274,78 @@ class Settings(BaseSettings):
         return parse_listen_address(self.listen_address)
 
 
+@dataclass(frozen=True)
+class SettingSpec:
+    """How one setting is spelled outside: what the CLI, errors and docs are built from."""
+
+    name: str
+    env: str
+    flag: str
+    aliases: tuple[str, ...]
+    description: str
+    kind: Literal["bool", "list", "value"]
+    shown_default: str
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag, *self.aliases)
+
+    def names(self) -> str:
+        """`ENV (--flag)`, as bad-setting messages name it."""
+        return f"{self.env} ({self.flag})"
+
+
+@cache
+def setting_specs() -> tuple[SettingSpec, ...]:
+    """Every setting, in the model's (and the README's) order."""
+    specs = []
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra
+        assert isinstance(extra, dict)
+        assert isinstance(info.validation_alias, str)
+        if info.annotation is bool:
+            kind: Literal["bool", "list", "value"] = "bool"
+        elif get_origin(info.annotation) is list:
+            kind = "list"
+        else:
+            kind = "value"
+        default = info.get_default(call_default_factory=True)
+        specs.append(
+            SettingSpec(
+                name=name,
+                env=info.validation_alias,
+                flag=str(extra["flag"]),
+                aliases=tuple(str(alias) for alias in extra["aliases"]),  # type: ignore[union-attr]
+                description=info.description or "",
+                kind=kind,
+                shown_default=str(extra.get("shown_default") or _show_default(default)),
+            )
+        )
+    return tuple(specs)
+
+
+def setting_spec(name: str) -> SettingSpec:
+    return next(spec for spec in setting_specs() if spec.name == name)
+
+
+def _show_default(default: Any) -> str:
+    """A default as the docs show it: blank for none, `empty` for an empty list."""
+    if default is None:
+        return ""
+    if default == []:
+        return "empty"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{default}`"
+
+
+def bad_setting(name: str, message: str) -> SettingsError:
+    """The one-line error for the setting `name` (a field name)."""
+    return SettingsError(f"bad setting {setting_spec(name).names()}: {message}")
+
+
 def check_api_key(raw: str) -> str:
     """Strip the key and refuse characters no HTTP header may carry.
 
@@ -181,6 +376,21 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
+def sends_key_in_clear(api_url: str) -> bool:
+    """True for an `http://` URL to a host other than loopback: the key would cross a network
+    (and any proxy) unencrypted."""
+    parts = urlsplit(api_url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 def load_settings(flag_values: dict[str, Any]) -> Settings:
     """Build settings from parsed flags (highest priority) and the environment."""
     try:
@@ -194,15 +404,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     error = exc.errors(include_input=False, include_url=False)[0]
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     loc = error.get("loc") or ()
-    field = str(loc[0]) if loc else ""
-    names = SETTING_NAMES.get(field) or _names_for_alias(field)
-    if names is None:
-        return f"bad setting: {message}"
-    return f"bad setting {names[0]} ({names[1]}): {message}"
-
-
-def _names_for_alias(alias: str) -> tuple[str, str] | None:
-    for env_name, flag in SETTING_NAMES.values():
-        if env_name.lower() == alias.lower():
-            return env_name, flag
-    return None
+    key = str(loc[0]).lower() if loc else ""
+    for spec in setting_specs():
+        if key in (spec.name, spec.env.lower()):
+            return str(bad_setting(spec.name, message))
+    return f"bad setting: {message}"

@@ -107,12 +107,13 @@ class ExporterUnderTest:
         *,
         api_key: ApiKeySource | None = None,
         web_config: WebConfig | None = None,
-        clock: Callable[[], float] | None = None,
+        **seams: Any,
     ) -> None:
+        """`seams` go to `build_app`: `clock`, `monotonic`, `retry`."""
         self.settings = settings
         key = api_key or ApiKeySource(key=SecretStr(API_KEY))
         self.app: App = build_app(
-            settings, key, web_config=web_config, process_metrics=False, clock=clock
+            settings, key, web_config=web_config, process_metrics=False, **seams
         )
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.cli import build_parser
-from exporter.settings import SETTING_NAMES, load_settings
+from exporter.cli import parse_command_line
+from exporter.settings import load_settings
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 from tests.harness import (
     API_KEY,
@@ -421,13 +421,25 @@ def run_cli_argv() -> list[str]:
         (["--poll-interval", "soon"], {}, "--poll-interval"),
         (["--bogus"], {}, "--bogus"),
         ([], {"NOTTE_EXPORTER_MAX_SESSIONS": "many"}, "NOTTE_EXPORTER_MAX_SESSIONS"),
-        (["--api-key-file", "/nonexistent/key"], {"NOTTE_API_KEY": ""}, "/nonexistent/key"),
+        (
+            ["--api-key-file", "/nonexistent/key"],
+            {"NOTTE_API_KEY": ""},
+            "bad setting NOTTE_API_KEY_FILE (--api-key-file): /nonexistent/key: No such file",
+        ),
         ([], {"NOTTE_API_KEY_FILE": "/x"}, "NOTTE_API_KEY_FILE"),
         ([], {"NOTTE_API_KEY": ""}, "NOTTE_API_KEY"),
         (["--listen-address", "nowhere"], {}, "NOTTE_EXPORTER_LISTEN_ADDRESS"),
         (["--log-level", "loud"], {}, "NOTTE_EXPORTER_LOG_LEVEL"),
         (["--shard", "2", "--total-shards", "2"], {}, "NOTTE_EXPORTER_SHARD"),
-        (["--web-config-file", "/nonexistent/web.yml"], {}, "web.yml"),
+        (
+            ["--web-config-file", "/nonexistent/web.yml"],
+            {},
+            "bad setting NOTTE_EXPORTER_WEB_CONFIG_FILE (--web-config-file): "
+            "/nonexistent/web.yml: cannot read: No such file",
+        ),
+        (["--web.listen-address", "nowhere"], {}, "NOTTE_EXPORTER_LISTEN_ADDRESS"),
+        (["--log.level", "loud"], {}, "NOTTE_EXPORTER_LOG_LEVEL"),
+        (["--poll", "5"], {}, "--poll"),  # no abbreviations
     ],
 )
 def test_bad_settings_exit_2_with_one_line_naming_them(
@@ -451,10 +463,10 @@ def test_flag_beats_environment_beats_dotenv(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NOTTE_EXPORTER_RETENTION", "22")
     monkeypatch.setenv("NOTTE_EXPORTER_SESSION_IDS", "env1,env2")
-    args = build_parser().parse_args(
+    command = parse_command_line(
         ["--max-sessions", "33", "--session-id", "f1", "--session-id", "f2"]
     )
-    settings = load_settings({k: v for k, v in vars(args).items() if k in SETTING_NAMES})
+    settings = load_settings(command.flags)
     assert settings.page_size == 7
     assert settings.retention == 22
     assert settings.max_sessions == 33

@@ -185,10 +185,16 @@ def test_a_retry_cut_short_by_the_deadline_reports_what_caused_it(
     caplog.set_level(logging.INFO)
     world.inject(first)
     world.inject(Fault(hang=30))  # the retry hangs until the cycle's deadline cuts it
-    with exporter_for(api.url, poll_interval=1, request_timeout=5) as exporter:
-        exporter.app.client._retry = FixedDelay(attempts=3, base_delay=0.1)
+    exporter = ExporterUnderTest(
+        make_settings(api.url, poll_interval=1, request_timeout=5),
+        retry=FixedDelay(attempts=3, base_delay=0.1),
+    )
+    exporter.start_http()
+    try:
         assert not exporter.cycle()
         samples = exporter.metrics()
+    finally:
+        exporter.close()
     assert world.requests_total() == 2
     assert value(samples, "notte_exporter_api_retries_total", endpoint="list_sessions") == 1
     failed = [r.getMessage() for r in log_lines(caplog.records) if "poll cycle" in r.getMessage()]
@@ -526,10 +532,12 @@ def test_memory_and_logs_stay_flat_through_hundreds_of_failing_cycles(
         (Fault(status=401, body=b""), 80),
         (Fault(status=429, retry_after="0.3", body=b""), 74),
     ]
-    exporter = ExporterUnderTest(make_settings(api.url, poll_interval=0.2, request_timeout=0.1))
     # Retries still happen, but without the production backoff's sleeps: the point
     # here is hundreds of failing cycles, quickly.
-    exporter.app.client._retry = RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.001)
+    exporter = ExporterUnderTest(
+        make_settings(api.url, poll_interval=0.2, request_timeout=0.1),
+        retry=RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.001),
+    )
     exporter.start_http()
 
     def outage(share: float) -> None:

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from exporter.apikey import ApiKeyError, ApiKeySource, read_key_file
 from exporter.configured import ConfiguredIds, parse_ids_file
-from exporter.logs import REDACTED, configure_logging
+from exporter.logs import REDACTED, Redactor, configure_logging
 from exporter.settings import SettingsError, load_settings, parse_listen_address
 from exporter.sharding import owns, shard_of
 
@@ -43,7 +43,7 @@ def test_key_file_errors_name_the_file_not_the_content(tmp_path: Path) -> None:
     path.write_text("has a space inside")
     with pytest.raises(ApiKeyError) as info:
         read_key_file(path)
-    assert str(path) in str(info.value)
+    assert str(info.value).startswith(f"{path}: ")
     assert "space inside" not in str(info.value)
     with pytest.raises(ApiKeyError):
         read_key_file(tmp_path / "missing")
@@ -61,7 +61,9 @@ def test_configured_ids_merge_without_duplicates(tmp_path: Path) -> None:
 
 def test_logs_never_show_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = io.StringIO()
-    configure_logging("debug", "json", secrets=lambda: [KEY], stream=stream)
+    redactor = Redactor()
+    ApiKeySource(key=SecretStr(KEY), redactor=redactor)
+    configure_logging("debug", "json", redactor=redactor, stream=stream)
     try:
         log = logging.getLogger("exporter.test")
         log.info("header was Bearer %s", KEY)
