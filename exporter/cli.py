@@ -103,10 +103,10 @@ def _action(spec: SettingSpec) -> dict[str, Any]:
 
 
 def _help(spec: SettingSpec) -> str:
-    default = f" (default {_plain(spec.shown_default)})" if spec.shown_default else ""
-    if spec.kind == "list":
-        default += "; repeat the flag for more"
-    return f"{_plain(spec.description)}{default} [{spec.env}]"
+    shown = _plain(spec.shown_default)
+    if shown and not shown.startswith("("):
+        shown = f"(default {shown})"
+    return " ".join(part for part in (_plain(spec.description), shown, f"[{spec.env}]") if part)
 
 
 def _plain(markdown: str) -> str:

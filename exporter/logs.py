@@ -112,7 +112,12 @@ class SecretFilter(logging.Filter):
         self._redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:
+            # Arguments that do not fit the format: logging would print them raw to stderr.
+            message = f"unformattable log message at {record.module}:{record.lineno}"
+            record.msg, record.args = message, None
         exc_text = logging.Formatter().formatException(record.exc_info) if record.exc_info else ""
         if self._redactor.holds_secret(message + exc_text):
             record.msg, record.args = self._redactor.redact(message), None

@@ -306,3 +306,12 @@ def test_a_fixed_key_is_masked_once_pushed(
     ApiKeySource(key=SecretStr(API_KEY), redactor=redactor)
     logging.getLogger("exporter.test").warning("Bearer %s", API_KEY)
     assert stream.getvalue().rstrip().endswith(f"Bearer {REDACTED}")
+
+
+def test_a_log_call_with_bad_arguments_neither_raises_nor_shows_them(
+    production_logging: tuple[io.StringIO, Redactor],
+) -> None:
+    stream, _ = production_logging
+    logging.getLogger("exporter.test").warning("two %s %s", API_KEY)
+    assert "unformattable log message" in stream.getvalue()
+    assert API_KEY not in stream.getvalue()
