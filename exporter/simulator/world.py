@@ -359,23 +359,21 @@ class SimulatedNotte:
             self._listings.clear()
 
     def _live_through(self, session: _Session, seconds: float, now: float) -> None:
-        """One session's share of a tick: a login, work, then perhaps an ending."""
-        if session.ends_at is not None:
-            if now >= session.ends_at:
-                reason = CLOSE_REASON_OF[session.fate]
-                error = self._rng.choice(ERRORS)
-                self._finish(session, session.fate, session.ends_at, error, reason)
+        """One session's share of a tick: its end if due (a deadline that passed since
+        the last tick comes before any work in it), else a login or work."""
+        deadline = self._deadline(session)
+        if session.ends_at is not None and now >= session.ends_at:
+            reason = CLOSE_REASON_OF[session.fate]
+            error = self._rng.choice(ERRORS)
+            self._finish(session, session.fate, session.ends_at, error, reason)
+        elif deadline is not None and now >= deadline[0]:
+            self._finish(session, "timed_out", now, None, deadline[1])
         elif session.data.get("status") == "authenticating":
             self._authenticate(session, seconds, now)
-        elif not session.abandoned:
-            self._use(session, seconds, now)
-        if not session.live:
-            return
-        deadline = self._deadline(session)
-        if deadline is not None and now >= deadline[0]:
-            self._finish(session, "timed_out", now, None, deadline[1])
-            return
-        if session.created is not None and isinstance(session.data.get("duration"), str):
+        elif not session.abandoned and session.ends_at is None:
+            self._use(session, seconds, now)  # a short-lived session does nothing but end
+        duration = session.data.get("duration")
+        if session.live and session.created is not None and isinstance(duration, str):
             session.data["duration"] = iso_duration(now - session.created)
 
     def _authenticate(self, session: _Session, seconds: float, now: float) -> None:
