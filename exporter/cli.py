@@ -194,12 +194,11 @@ def _run(
 @contextmanager
 def _demo_api(settings: Settings) -> Iterator[Settings]:
     """Start the simulator on loopback and point the settings at it."""
-    from exporter.simulator import SimulatedNotte, SimulatorServer
+    from exporter.simulator import DEMO_TICK_SECONDS, ENDED, SimulatorServer, demo_world
 
-    world = SimulatedNotte(seed=DEMO_SEED)
-    world.populate(active=12, ended=3)
-    ended_ids = [i for i in world.session_ids() if i not in world.session_ids(status="active")]
-    server = SimulatorServer(world, api_key=DEMO_API_KEY, tick_interval=1.0)
+    world = demo_world(DEMO_SEED)
+    ended_ids = [i for status in ENDED for i in world.session_ids(status)]
+    server = SimulatorServer(world, api_key=DEMO_API_KEY, tick_interval=DEMO_TICK_SECONDS)
     server.start()
     try:
         yield settings.model_copy(

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 
+from exporter.labels import CLOSE_REASONS
 from exporter.simulator import (
     BROWSERS,
     ENDED,
+    LIST_ORDERS,
     Fault,
     SimulatedNotte,
     SimulatorServer,
@@ -26,13 +32,15 @@ from tests.harness import Clock, wait_until
 KEY = "sk-sim-test"
 START = 1_800_000_000.0
 AUTH = {"Authorization": f"Bearer {KEY}"}
+LIST = "/sessions/"
 CONTRACT_FIELDS = {
     "session_id", "status", "created_at", "last_accessed_at", "closed_at",
-    "idle_timeout_minutes", "max_duration_minutes", "duration", "steps", "error", "proxies",
-    "browser_type", "use_file_storage", "network_request_bytes", "network_response_bytes",
-    "user_agent", "viewport_width", "viewport_height", "headless", "solve_captchas", "cdp_url",
-    "viewer_url", "web_bot_auth",
+    "idle_timeout_minutes", "timeout_minutes", "max_duration_minutes", "duration",
+    "close_reason", "steps", "error", "proxies", "browser_type", "network_request_bytes",
+    "network_response_bytes", "user_agent", "viewport_width", "viewport_height",
+    "solve_captchas", "cdp_url", "viewer_url", "web_bot_auth", "auth_ids", "system_hidden",
 }  # fmt: skip
+EXPECTED_CLOSE_REASON = {"closed": {"manual"}, "error": {"error"}}
 
 
 @pytest.fixture
@@ -67,6 +75,23 @@ def everything(world: SimulatedNotte) -> str:
     return json.dumps([world.session(sid) for sid in world.session_ids()], sort_keys=True)
 
 
+def listed(world: SimulatedNotte, *, only_active: bool, page_size: int = 100) -> list[Any]:
+    """Every item of one listing, page after page, as the world serves it."""
+    items: list[Any] = []
+    for page in range(1, 10_000):
+        chunk, has_next = world.page(
+            page=page, page_size=page_size, only_active=only_active, include_system=True
+        )
+        items += chunk
+        if not has_next:
+            return items
+    raise AssertionError("the listing never ends")
+
+
+def ids(items: list[Any]) -> list[str]:
+    return [item["session_id"] for item in items]
+
+
 def test_same_seed_and_clock_give_the_same_world() -> None:
     worlds = []
     for seed in (3, 3, 4):
@@ -93,18 +118,58 @@ def test_life_ends_sessions_in_every_way_and_keeps_the_population_near_the_targe
     assert min(populations) >= 4
     assert max(populations) <= 24
     for status in ENDED:
-        ended = world.session(world.session_ids(status)[0])
-        assert ended is not None
-        assert ended["closed_at"]
-        assert ended["duration"].startswith("PT")
-        assert (ended["error"] is not None) == (status == "error")
+        for sid in world.session_ids(status):
+            ended = world.session(sid)
+            assert ended is not None
+            assert ended["closed_at"]
+            assert ended["duration"].startswith("PT")
+            assert (ended["error"] is not None) == (status == "error")
+            allowed = EXPECTED_CLOSE_REASON.get(status, {"idle_timeout", "max_duration"})
+            assert ended["close_reason"] in allowed
+
+
+def test_live_sessions_carry_a_duration_text_that_grows(
+    world: SimulatedNotte, clock: Clock
+) -> None:
+    world.add_session("a")
+    assert world.session("a")["duration"] == "PT0.000000S"  # type: ignore[index]
+    live(world, clock, 5)
+    assert world.session("a")["duration"] == "PT5.000000S"  # type: ignore[index]
+
+
+def test_life_has_logins_that_finish_and_sessions_shorter_than_a_poll(
+    world: SimulatedNotte, clock: Clock
+) -> None:
+    world.populate(active=12, authenticating=3)
+    waiting = world.session_ids("authenticating")
+    assert len(waiting) == 3
+    assert all(world.session(sid)["auth_ids"] for sid in waiting)  # type: ignore[index]
+    born = set(world.session_ids())
+    for _ in range(300):
+        live(world, clock, 1)
+        for sid in world.session_ids("authenticating"):
+            assert world.session(sid)["closed_at"] is None  # type: ignore[index]
+    assert not set(waiting) & set(world.session_ids("authenticating"))
+    assert set(waiting) - set(world.session_ids("error"))  # most logins succeed
+    newcomers = [world.session(sid) for sid in world.session_ids() if sid not in born]
+    assert any(s["auth_ids"] for s in newcomers if s)  # the life starts logins too
+
+    def lifetime(sid: str) -> float:
+        session = world.session(sid)
+        assert session is not None
+        closed, created = parse_timestamp(session["closed_at"]), session["created_at"]
+        return (closed or 0) - (parse_timestamp(created) or 0)
+
+    short = [sid for status in ENDED for sid in world.session_ids(status) if lifetime(sid) < 5]
+    assert len(short) >= 10  # about one every 12 s
+    assert set(short) & set(world.session_ids("error"))  # quick errors among them
 
 
 def test_life_shows_traffic_steps_and_accesses(world: SimulatedNotte, clock: Clock) -> None:
     world.populate(active=12)
-    before = world.list_page(page=1, page_size=100, only_active=False, include_system=True)
+    before = listed(world, only_active=False)
     live(world, clock, 20)
-    after = world.list_page(page=1, page_size=100, only_active=False, include_system=True)
+    after = [s for s in listed(world, only_active=False) if s["session_id"] in ids(before)]
 
     def total(sessions: list[Any], field: str) -> int:
         return sum(len(s[field]) if field == "steps" else s[field] for s in sessions)
@@ -146,8 +211,43 @@ def test_end_session_sets_the_ending_fields(world: SimulatedNotte, clock: Clock)
     ended = world.session("a")
     assert ended is not None
     assert (ended["status"], ended["error"]) == ("error", "Browser crashed: Target closed")
-    assert ended["duration"] == "PT41.250000S"
+    assert (ended["duration"], ended["close_reason"]) == ("PT41.250000S", "error")
     assert parse_timestamp(ended["closed_at"]) == clock.now
+
+
+def test_close_reason_says_which_ending_and_which_deadline(world: SimulatedNotte) -> None:
+    world.add_session("closed")
+    world.add_session("idle", idle_timeout_minutes=1, max_duration_minutes=15)
+    world.add_session("long", idle_timeout_minutes=5, max_duration_minutes=2)
+    world.add_session("told")
+    world.end_session("closed")
+    world.end_session("idle", "timed_out")
+    world.end_session("long", "timed_out")
+    world.end_session("told", "timed_out", close_reason="unknown")
+    reasons = {sid: world.session(sid)["close_reason"] for sid in world.session_ids()}  # type: ignore[index]
+    assert reasons == {
+        "closed": "manual",
+        "idle": "idle_timeout",
+        "long": "max_duration",
+        "told": "unknown",
+    }
+    assert set(reasons.values()) <= set(CLOSE_REASONS)
+    assert world.session("idle")["timeout_minutes"] == 1  # type: ignore[index]
+
+
+def test_timeouts_in_the_life_end_at_the_deadline_that_comes_first(clock: Clock) -> None:
+    world = SimulatedNotte(seed=1, clock=clock, target_active=0)
+    world.add_session("idle", idle_timeout_minutes=1, max_duration_minutes=15)
+    world.add_session("long", idle_timeout_minutes=5, max_duration_minutes=2)
+    clock.now += 121
+    world.tick(121)  # a deadline that passed since the last tick beats any work in this one
+    ended = {sid: world.session(sid) for sid in ("idle", "long")}
+    assert {sid: s["status"] for sid, s in ended.items() if s} == {
+        "idle": "timed_out",
+        "long": "timed_out",
+    }
+    assert ended["idle"]["close_reason"] == "idle_timeout"  # type: ignore[index]
+    assert ended["long"]["close_reason"] == "max_duration"  # type: ignore[index]
 
 
 def test_populated_ended_sessions_ended_in_the_past_and_are_not_listed(
@@ -159,25 +259,78 @@ def test_populated_ended_sessions_ended_in_the_past_and_are_not_listed(
     assert sorted(s["status"] for s in ended if s) == sorted(ENDED)
     closed_at = [parse_timestamp(s["closed_at"]) for s in ended if s]
     assert all(when is not None and when < clock.now - 60 for when in closed_at)
-    listed = world.list_page(page=1, page_size=10, only_active=True, include_system=False)
-    assert {s["session_id"] for s in listed} == set(world.session_ids("active"))
+    assert all(s["close_reason"] in CLOSE_REASONS for s in ended if s)
+    assert set(ids(listed(world, only_active=True))) == set(world.session_ids("active"))
 
 
-def test_list_pages_in_a_stable_order_with_has_next(
+def test_list_pages_newest_first_by_default_with_has_next_and_no_total(
     world: SimulatedNotte, clock: Clock, client: httpx.Client
 ) -> None:
     for index in range(25):
         clock.now += 1
-        world.add_session(f"s{24 - index:02d}")
-    world.add_session("gone", status="closed")
+        world.add_session(f"s{index:02d}")
+    world.add_session("gone", status="closed")  # ended half an hour ago: last when listed
     pages = [
-        client.get("/sessions", params={"only_active": "true", "page": p, "page_size": 10}).json()
+        client.get(LIST, params={"only_active": "true", "page": p, "page_size": 10}).json()
         for p in (1, 2, 3)
     ]
+    assert [sorted(p) for p in pages] == [
+        ["has_next", "has_previous", "items", "page", "page_size"]
+    ] * 3
+    assert [(p["page"], p["page_size"]) for p in pages] == [(1, 10), (2, 10), (3, 10)]
     assert [p["has_next"] for p in pages] == [True, True, False]
-    assert [p["total"] for p in pages] == [25, 25, 25]
-    ids = [item["session_id"] for p in pages for item in p["items"]]
-    assert ids == [f"s{24 - i:02d}" for i in range(25)]  # by created_at, not by ID
+    assert [p["has_previous"] for p in pages] == [False, True, True]
+    assert [i for p in pages for i in ids(p["items"])] == [f"s{24 - i:02d}" for i in range(25)]
+    everything = client.get(LIST, params={"only_active": "false", "page_size": 100}).json()
+    assert ids(everything["items"]) == [f"s{24 - i:02d}" for i in range(25)] + ["gone"]
+
+
+def test_list_order_applies_to_both_listings(clock: Clock) -> None:
+    orders = {}
+    for order in LIST_ORDERS:
+        world = SimulatedNotte(seed=4, clock=Clock(START), list_order=order)
+        for index in range(40):
+            world.add_session(f"s{index:02d}", created_at=iso(START + index))
+            if index % 3 == 0:
+                world.end_session(f"s{index:02d}")
+        orders[order] = (
+            ids(listed(world, only_active=False, page_size=7)),
+            ids(listed(world, only_active=True, page_size=7)),
+        )
+    every, live_only = orders["oldest"]
+    assert every == [f"s{i:02d}" for i in range(40)]
+    assert live_only == [f"s{i:02d}" for i in range(40) if i % 3]
+    assert orders["newest"] == (every[::-1], live_only[::-1])
+    shuffled_every, shuffled_live = orders["shuffled"]
+    assert sorted(shuffled_every) == every
+    assert shuffled_every not in (every, every[::-1])
+    assert shuffled_live == [i for i in shuffled_every if i in live_only]  # one permutation
+    again = SimulatedNotte(seed=4, clock=Clock(START), list_order="shuffled")
+    for index in range(40):
+        again.add_session(f"s{index:02d}", created_at=iso(START + index))
+    assert ids(listed(again, only_active=False)) == shuffled_every  # fixed by the seed
+    with pytest.raises(ValueError, match="list_order"):
+        SimulatedNotte(list_order="random")
+
+
+def test_listing_without_the_slash_redirects_like_fastapi(
+    world: SimulatedNotte, server: SimulatorServer
+) -> None:
+    query = "page=2&page_size=5&only_active=false"
+    with httpx.Client(base_url=server.url) as anonymous:  # the redirect comes before auth
+        answer = anonymous.get(f"/sessions?{query}")
+    assert answer.status_code == 307
+    assert answer.headers["Location"] == f"{server.url}{LIST}?{query}"
+    assert answer.content == b""
+    with httpx.Client(headers=AUTH, follow_redirects=True) as http:
+        followed = http.get(f"{server.url}/sessions?{query}")
+    assert (followed.status_code, followed.json()["page"]) == (200, 2)
+    log = world.request_log()
+    assert [(r.path, r.status) for r in log] == [
+        ("/sessions", 307),
+        ("/sessions", 307),
+        (LIST, 200),
+    ]
 
 
 def test_bare_list_shape_answers_a_json_list(world: SimulatedNotte) -> None:
@@ -186,22 +339,27 @@ def test_bare_list_shape_answers_a_json_list(world: SimulatedNotte) -> None:
         SimulatorServer(world, api_key=KEY, list_shape="list") as api,
         httpx.Client(base_url=api.url, headers=AUTH) as http,
     ):
-        first = http.get("/sessions", params={"page": 1, "page_size": 2}).json()
-        second = http.get("/sessions", params={"page": 2, "page_size": 2}).json()
+        first = http.get(LIST, params={"page": 1, "page_size": 2}).json()
+        second = http.get(LIST, params={"page": 2, "page_size": 2}).json()
     assert isinstance(first, list)
     assert (len(first), len(second)) == (2, 1)
 
 
-def test_system_sessions_are_listed_only_when_asked(
+def test_system_sessions_are_listed_unless_excluded(
     world: SimulatedNotte, client: httpx.Client
 ) -> None:
     world.add_session("user")
     world.add_session("sys", system=True)
-    plain = client.get("/sessions", params={"page": 1, "page_size": 10}).json()
-    params: dict[str, str | int] = {"page": 1, "page_size": 10, "include_system": "true"}
-    everything = client.get("/sessions", params=params).json()
-    assert [s["session_id"] for s in plain["items"]] == ["user"]
-    assert {s["session_id"] for s in everything["items"]} == {"user", "sys"}
+    default = client.get(LIST, params={"page": 1, "page_size": 10}).json()
+    params: dict[str, str | int] = {"page": 1, "page_size": 10, "include_system": "false"}
+    plain = client.get(LIST, params=params).json()
+    assert {s["session_id"]: s["system_hidden"] for s in default["items"]} == {
+        "user": False,
+        "sys": True,
+    }
+    assert ids(plain["items"]) == ["user"]
+    world.update_session("user", system_hidden=True)
+    assert client.get(LIST, params=params).json()["items"] == []
 
 
 def test_raw_list_items_are_appended_until_cleared(
@@ -209,15 +367,28 @@ def test_raw_list_items_are_appended_until_cleared(
 ) -> None:
     world.add_session("ok")
     world.add_raw_list_item({"session_id": 5, "status": ["no"]})
-    assert client.get("/sessions").json()["items"][1] == {"session_id": 5, "status": ["no"]}
+    assert client.get(LIST).json()["items"][1] == {"session_id": 5, "status": ["no"]}
     world.clear_raw_list_items()
-    assert len(client.get("/sessions").json()["items"]) == 1
+    assert len(client.get(LIST).json()["items"]) == 1
 
 
-def test_invalid_paging_is_422(client: httpx.Client) -> None:
-    for params in ({"page": 0}, {"page_size": 1001}, {"page": "x"}, {"only_active": "maybe"}):
-        assert client.get("/sessions", params=params).status_code == 422
-    assert client.get("/sessions", params={"page_size": 1000}).status_code == 200
+def test_invalid_paging_is_422_with_fastapi_detail(client: httpx.Client) -> None:
+    for params, field in (
+        ({"page": 0}, "page"),
+        ({"page_size": 101}, "page_size"),
+        ({"page_size": 0}, "page_size"),
+        ({"page": "x"}, "page"),
+        ({"only_active": "maybe"}, "only_active"),
+        ({"include_system": "2"}, "include_system"),
+    ):
+        answer = client.get(LIST, params=params)
+        assert answer.status_code == 422
+        (error,) = answer.json()["detail"]
+        assert error["loc"] == ["query", field]
+        assert isinstance(error["msg"], str)
+        assert isinstance(error["type"], str)
+    assert client.get(LIST, params={"page_size": 100}).status_code == 200
+    assert client.get(LIST, params={"only_active": "no", "unknown": "x"}).status_code == 200
 
 
 def test_a_missing_or_wrong_key_is_401(world: SimulatedNotte, server: SimulatorServer) -> None:
@@ -235,7 +406,7 @@ def test_unknown_deleted_and_unrouted_are_404(world: SimulatedNotte, client: htt
     world.delete_session("a")
     assert client.get("/sessions/a").json() == {"detail": "Session not found"}
     assert client.get("/sessions/nobody").status_code == 404
-    assert client.get("/sessions").json()["items"] == []
+    assert client.get(LIST).json()["items"] == []
     assert client.get("/elsewhere").status_code == 404
     assert client.post("/sessions").status_code == 404
     assert [r.endpoint for r in world.request_log()][-2:] == ["other", "other"]
@@ -258,7 +429,7 @@ def test_a_counted_fault_hits_n_requests_then_the_api_is_normal(
 ) -> None:
     world.add_session("a")
     world.inject(Fault(endpoint="get_session", status=500, count=2))
-    assert client.get("/sessions").status_code == 200
+    assert client.get(LIST).status_code == 200
     codes = [client.get("/sessions/a").status_code for _ in range(3)]
     assert codes == [500, 500, 200]
     assert [r.status for r in world.request_log()] == [200, 500, 500, 200]
@@ -268,12 +439,12 @@ def test_a_fault_without_count_lasts_until_cleared(
     world: SimulatedNotte, client: httpx.Client
 ) -> None:
     world.inject(Fault(status=429, retry_after="7"))
-    for path in ("/sessions", "/sessions/a"):
+    for path in (LIST, "/sessions/a"):
         answer = client.get(path)
         assert (answer.status_code, answer.headers["Retry-After"]) == (429, "7")
         assert answer.json() == {"detail": "Injected fault"}
     world.clear_faults()
-    assert client.get("/sessions").status_code == 200
+    assert client.get(LIST).status_code == 200
 
 
 def test_a_fault_can_send_a_body_that_is_not_json(
@@ -282,11 +453,11 @@ def test_a_fault_can_send_a_body_that_is_not_json(
     fault = Fault(endpoint="list_sessions", body=b"<html>not json", count=1)
     world.inject(fault)
     world.inject(Fault(status=502, body=b"Bad Gateway"))
-    answer = client.get("/sessions")
+    answer = client.get(LIST)
     assert (answer.status_code, answer.content) == (200, b"<html>not json")
     assert answer.headers["Content-Length"] == str(len(b"<html>not json"))
     assert fault.count == 1  # the world counts down its own copy
-    answer = client.get("/sessions")
+    answer = client.get(LIST)
     assert (answer.status_code, answer.content) == (502, b"Bad Gateway")
 
 
@@ -307,7 +478,7 @@ def test_stop_releases_a_hanging_request_quickly(
 
     def ask() -> None:
         try:
-            outcome.append(httpx.get(f"{server.url}/sessions", headers=AUTH, timeout=30))
+            outcome.append(httpx.get(f"{server.url}{LIST}", headers=AUTH, timeout=30))
         except httpx.HTTPError as exc:
             outcome.append(exc)
 
@@ -326,18 +497,18 @@ def test_stop_cuts_off_keep_alive_connections(world: SimulatedNotte) -> None:
     api = SimulatorServer(world, api_key=KEY)
     api.stop()  # before start: nothing to do
     with SimulatorServer(world, api_key=KEY) as api, httpx.Client(headers=AUTH) as http:
-        assert http.get(f"{api.url}/sessions").headers.get("Connection") != "close"
+        assert http.get(f"{api.url}{LIST}").headers.get("Connection") != "close"
         url = api.url
         started = time.monotonic()
         api.stop()
         assert time.monotonic() - started < 1
         with pytest.raises(httpx.TransportError):
-            http.get(f"{url}/sessions")
+            http.get(f"{url}{LIST}")
 
 
 def test_requests_are_counted_and_logged(world: SimulatedNotte, client: httpx.Client) -> None:
     world.add_session("a")
-    client.get("/sessions", params={"only_active": "true", "page": 2, "page_size": 5})
+    client.get(LIST, params={"only_active": "true", "page": 2, "page_size": 5})
     client.get("/sessions/a")
     client.get("/sessions/a")
     client.get("/favicon.ico")
@@ -345,7 +516,7 @@ def test_requests_are_counted_and_logged(world: SimulatedNotte, client: httpx.Cl
     assert [world.requests_total(e) for e in ("list_sessions", "get_session", "other")] == [1, 2, 1]
     first = world.request_log()[0]
     assert first.query == {"only_active": "true", "page": "2", "page_size": "5"}
-    assert (first.path, first.status, first.authorised) == ("/sessions", 200, True)
+    assert (first.path, first.status, first.authorised) == (LIST, 200, True)
     world.reset_requests()
     assert world.requests_total() == 0
     assert world.request_log() == []
@@ -363,8 +534,54 @@ def test_listing_ten_thousand_sessions_is_quick() -> None:
     started = time.monotonic()
     seen = []
     for page in range(1, 101):
-        items = world.list_page(page=page, page_size=100, only_active=True, include_system=False)
+        items, has_next = world.page(
+            page=page, page_size=100, only_active=True, include_system=False
+        )
         json.dumps(items)
-        seen += [item["session_id"] for item in items]
+        seen += ids(items)
     assert time.monotonic() - started < 1.0
-    assert len(set(seen)) == 10_000
+    assert (len(set(seen)), has_next) == (10_000, False)
+
+
+@contextmanager
+def simulator_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """`python -m exporter.simulator` as a user runs it, with its first line read."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter.simulator", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url, key = process.stdout.readline().split()  # the first line, flushed at once
+        yield process, url, key
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_the_simulator_runs_on_its_own_and_stops_cleanly(stop_signal: signal.Signals) -> None:
+    with simulator_process("--port", "0", "--seed", "3") as (process, url, key):
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+        auth = {"Authorization": f"Bearer {key}"}
+        params = {"only_active": "false", "page_size": 100}
+        items = httpx.get(f"{url}{LIST}", params=params, headers=auth).json()["items"]
+        assert {item["status"] for item in items} & set(ENDED)
+        assert any(item["auth_ids"] for item in items)  # managed-auth logins, done or not
+        assert httpx.get(f"{url}{LIST}", headers={"Authorization": "Bearer no"}).status_code == 401
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=5) == 0
+
+
+def test_the_simulator_takes_the_key_it_is_given() -> None:
+    with simulator_process("--api-key", "sk-mine") as (process, url, key):
+        assert key == "sk-mine"
+        answer = httpx.get(f"{url}{LIST}", headers={"Authorization": "Bearer sk-mine"})
+        assert answer.status_code == 200
+        process.terminate()
+        assert process.wait(timeout=5) == 0

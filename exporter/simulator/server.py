@@ -1,5 +1,10 @@
 """The simulated Notte API over HTTP/1.1 on loopback: both endpoints, bearer auth, paging,
-and the faults the world says to inject."""
+and the faults the world says to inject.
+
+It answers as the API's FastAPI app does: the list at `/sessions/` (and a 307
+from `/sessions` to it, as Starlette's `redirect_slashes`), query parameters
+validated as `ListSessionsParametersQuery` (422 with FastAPI's list `detail`),
+and pages of `{items, page, page_size, has_next, has_previous}`."""
 
 from __future__ import annotations
 
@@ -18,10 +23,27 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from exporter.simulator.world import MAX_PAGE_SIZE, Fault, RequestRecord, SimulatedNotte
+from pydantic import BaseModel, Field, ValidationError
+
+from exporter.labels import GET_SESSION, LIST_SESSIONS
+from exporter.settings import MAX_PAGE_SIZE
+from exporter.simulator.world import Fault, RequestRecord, SimulatedNotte
 
 logger = logging.getLogger(__name__)
 SERVE_POLL_INTERVAL = 0.05  # how quickly serve_forever notices shutdown()
+LIST_PATH = "/sessions/"
+SESSION_PREFIX = "/sessions/"
+
+
+class ListQuery(BaseModel):
+    """`ListSessionsParametersQuery` as the API validates it: FastAPI reads query
+    parameters with pydantic's lax mode, so pydantic here answers exactly as there."""
+
+    page: int = Field(1, ge=1)
+    page_size: int = Field(10, ge=1, le=MAX_PAGE_SIZE)
+    only_active: bool = True
+    only_current_token: bool = False
+    include_system: bool = True
 
 
 @dataclass(frozen=True)
@@ -149,6 +171,12 @@ class SimulatorServer:
             body = fault.body
         return _Answer(status, body, headers)
 
+    def redirect(self, host: str | None, query: str) -> _Answer:
+        """Starlette's `redirect_slashes`: 307 to the same URL with the slash, before any
+        endpoint (so before authentication), with an empty body."""
+        where = f"http://{host or f'127.0.0.1:{self.port}'}{LIST_PATH}"
+        return _Answer(307, b"", {"Location": f"{where}?{query}" if query else where})
+
     def _route(
         self, endpoint: str, session_id: str, query: dict[str, str], authorised: bool
     ) -> tuple[int, bytes]:
@@ -156,30 +184,34 @@ class SimulatorServer:
             return 404, _json({"detail": "Not Found"})
         if not authorised:
             return 401, _json({"detail": "Invalid API key"})
-        if endpoint == "get_session":
+        if endpoint == GET_SESSION:
             found = self.world.session(session_id)
             return (200, _json(found)) if found else (404, _json({"detail": "Session not found"}))
         return self._list(query)
 
     def _list(self, query: dict[str, str]) -> tuple[int, bytes]:
-        """The list endpoint: FastAPI-style validation (422), then a page in either shape."""
+        """The list endpoint: FastAPI's validation (422), then a page in either shape."""
         try:
-            page = int(query.get("page", "1"))
-            page_size = int(query.get("page_size", "10"))
-            only_active = _boolean(query.get("only_active", "true"))
-            include_system = _boolean(query.get("include_system", "false"))
-        except ValueError as exc:
-            return 422, _json({"detail": f"Invalid query parameter: {exc}"})
-        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-            return 422, _json({"detail": f"page >= 1 and 1 <= page_size <= {MAX_PAGE_SIZE}"})
-        items, total = self.world.page_and_total(
-            page=page, page_size=page_size, only_active=only_active, include_system=include_system
+            params = ListQuery.model_validate(query)
+        except ValidationError as exc:
+            return 422, _json({"detail": _fastapi_errors(exc)})
+        items, has_next = self.world.page(
+            page=params.page,
+            page_size=params.page_size,
+            only_active=params.only_active,
+            include_system=params.include_system,
         )
         if self.list_shape == "list":
             return 200, _json(items)
-        has_next = page * page_size < total
-        body = {"items": items, "page": page, "page_size": page_size, "total": total}
-        return 200, _json({**body, "has_next": has_next})
+        return 200, _json(
+            {
+                "items": items,
+                "page": params.page,
+                "page_size": params.page_size,
+                "has_next": has_next,
+                "has_previous": params.page > 1,
+            }
+        )
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -242,8 +274,12 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint, session_id = _route(target.path) if routed else ("other", "")
         query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
         authorised = owner.authorised(self.headers.get("Authorization"))
-        fault = owner.world.take_fault(endpoint) if endpoint != "other" else None
-        answer = owner.answer(endpoint, session_id, query, authorised, fault)
+        redirect = routed and target.path == LIST_PATH.rstrip("/")
+        fault = owner.world.take_fault(endpoint) if endpoint != "other" and not redirect else None
+        if redirect:
+            answer = owner.redirect(self.headers.get("Host"), target.query)
+        else:
+            answer = owner.answer(endpoint, session_id, query, authorised, fault)
         owner.world.record(RequestRecord(endpoint, target.path, query, answer.status, authorised))
         if fault is not None and fault.hang and owner.pause(fault.hang):
             self.close_connection = True
@@ -280,23 +316,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _route(path: str) -> tuple[str, str]:
-    """Endpoint and the percent-decoded session ID, from the raw path."""
-    if path == "/sessions":
-        return "list_sessions", ""
-    prefix = "/sessions/"
-    if path.startswith(prefix) and len(path) > len(prefix):
-        return "get_session", unquote(path[len(prefix) :])
+    """Endpoint and the percent-decoded session ID, from the raw path (`/sessions`, which
+    only redirects, counts as the list endpoint)."""
+    if path in (LIST_PATH, LIST_PATH.rstrip("/")):
+        return LIST_SESSIONS, ""
+    if path.startswith(SESSION_PREFIX):
+        return GET_SESSION, unquote(path[len(SESSION_PREFIX) :])
     return "other", ""
 
 
-def _boolean(value: str) -> bool:
-    """A query boolean the way FastAPI reads one."""
-    lowered = value.lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
+def _fastapi_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """A query validation error as FastAPI's 422 `detail`: a list of objects."""
+    return [{**error, "loc": ["query", *error["loc"]]} for error in exc.errors(include_url=False)]
 
 
 def _json(value: Any) -> bytes:

@@ -1,18 +1,22 @@
 """The simulated Notte world: sessions that live, faults to inject, a request log.
 
-`SimulatedNotte` keeps sessions as the raw JSON objects the API returns, a
-seeded random generator and an injectable clock, so a seed and a controlled
-clock give the same world every time. `tick()` lets sessions live: traffic and
-steps grow, idle timers run, sessions end as closed, error or timed_out, and
-new ones start. Faults (status codes, Retry-After, hangs, slow or non-JSON
-bodies, per endpoint, for N requests or until cleared) and a request log serve
-the fault-injection tests.
+`SimulatedNotte` keeps sessions as the raw JSON objects the API returns (shaped
+as `notte_sdk._generated.models.SessionResponse`, which the conformance tests
+hold it to), a seeded random generator and an injectable clock, so a seed and a
+controlled clock give the same world every time. `tick()` lets sessions live:
+managed-auth logins finish, traffic and steps grow, idle timers run, sessions
+end as closed, error or timed_out (each with its `close_reason`), new ones
+start, and now and then one lives only a few seconds, shorter than a poll
+interval. Faults (status codes, Retry-After, hangs, slow or non-JSON bodies,
+per endpoint, for N requests or until cleared) and a request log serve the
+fault-injection tests.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import random
 import threading
@@ -21,9 +25,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
-from exporter.labels import ENDPOINTS
+from exporter.labels import ENDED_STATUSES, ENDPOINTS, STATUSES
 
 BROWSERS = ("chromium", "chrome", "firefox", "chrome-nightly", "chrome-turbo")
 ERRORS = (
@@ -32,10 +36,15 @@ ERRORS = (
     "net::ERR_CONNECTION_RESET at https://shop.example.com/checkout",
     "Proxy authentication failed (407)",
 )
+AUTH_ERROR = "Managed auth login failed: invalid credentials"
 STEP_ACTIONS = ("goto", "click", "fill", "scroll", "scrape", "wait")
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
-ENDED = ("closed", "error", "timed_out")
-MAX_PAGE_SIZE = 1000
+ENDED: Final = ENDED_STATUSES
+# Sessions the API lists with only_active=true: every status before an ending.
+LIVE: Final = tuple(status for status in STATUSES if status not in ENDED_STATUSES)
+# close_reason of an ending that does not depend on which deadline passed.
+CLOSE_REASON_OF: Final = {"closed": "manual", "error": "error"}
+LIST_ORDERS: Final = ("newest", "oldest", "shuffled")
 MAX_STEPS = 200
 IDLE_TIMEOUTS = ((1, 2, 3, 5), (3, 2, 3, 1))  # minutes, weights
 MAX_DURATIONS = ((5, 15, 30), (1, 6, 2))
@@ -50,6 +59,17 @@ FATES = (("closed", "error", "abandoned"), (50, 25, 25))
 BIRTH_RATE = 0.3  # for each session missing from the target population
 SURGE_RATE = 1 / 30  # an extra session now and then, so the population hovers
 POPULATED_ABANDONED = 0.3
+# A quarter of new sessions wait a few seconds for a managed-auth login; a few
+# of those logins fail.
+AUTH_SHARE = 0.25
+AUTH_RATE = 1 / 3
+AUTH_FAILURE = 0.1
+# Sessions that live less than a poll interval (an agent whose browser fails at
+# start-up): about one every 12 s, most of them errors. Only the exporter's
+# sweep of `only_active=false` can see them.
+FLASH_RATE = 1 / 12
+FLASH_SECONDS = (0.5, 4.0)
+FLASH_FATES = (("error", "closed"), (60, 40))
 
 
 def iso(seconds: float) -> str:
@@ -126,21 +146,23 @@ class _Session:
 
     session_id: str
     data: dict[str, Any]
-    system: bool = False
     abandoned: bool = False
+    ends_at: float | None = None  # a short-lived session's planned end
+    fate: str = "closed"  # ...and how it ends
+    system: bool = False
     created: float | None = None
     accessed: float | None = None
-    order: tuple[bool, float, str] = (True, 0.0, "")
 
     def reindex(self) -> None:
-        """Re-read the timestamps after the JSON changed (odd values give None)."""
+        """Re-read what the JSON says after it changed (odd values give None)."""
         self.created = parse_timestamp(self.data.get("created_at"))
         self.accessed = parse_timestamp(self.data.get("last_accessed_at"))
-        self.order = (self.created is None, self.created or 0.0, self.session_id)
+        self.system = self.data.get("system_hidden") is True
 
     @property
-    def active(self) -> bool:
-        return bool(self.data.get("status") == "active")
+    def live(self) -> bool:
+        """Listed with only_active=true and ticked by the life (unknown statuses are neither)."""
+        return self.data.get("status") in LIVE
 
     def snapshot(self) -> dict[str, Any]:
         """A copy safe to serialise outside the lock (the life only appends to lists)."""
@@ -148,7 +170,13 @@ class _Session:
 
 
 class SimulatedNotte:
-    """The simulated world of sessions; every public method is thread-safe."""
+    """The simulated world of sessions; every public method is thread-safe.
+
+    `list_order` is the order of both listings (`only_active` true and false):
+    "newest" (created_at descending), "oldest" (ascending), or "shuffled" (a
+    permutation fixed by the seed, in no time order), because the API does not
+    document its order and the exporter's sweep must cope with each.
+    """
 
     def __init__(
         self,
@@ -156,13 +184,18 @@ class SimulatedNotte:
         seed: int = 0,
         clock: Callable[[], float] = time.time,
         target_active: int = 12,
+        list_order: str = "newest",
     ) -> None:
+        if list_order not in LIST_ORDERS:
+            raise ValueError(f"list_order must be one of {LIST_ORDERS}")
+        self._seed = seed
         self._rng = random.Random(seed)
         self._clock = clock
         self._target_active = target_active
+        self._list_order = list_order
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
-        self._active: dict[str, None] = {}  # insertion-ordered set, for a cheap tick
+        self._live: dict[str, None] = {}  # insertion-ordered set, for a cheap tick
         self._raw_items: list[Any] = []
         self._listings: dict[tuple[bool, bool], list[_Session]] = {}
         self._faults: list[Fault] = []
@@ -182,21 +215,23 @@ class SimulatedNotte:
         with self._lock:
             now = self._clock()
             sid = session_id if session_id is not None else self._new_id()
-            session = _Session(sid, self._new_data(sid, now), system)
+            session = _Session(sid, self._new_data(sid, now, system=system))
             if status in ENDED:
                 self._end_in_past(session, status, now)
             else:
                 session.data["status"] = status
-            session.data.update(copy.deepcopy(fields))
-            self._store(session)
+            self._overwrite(session, fields)
             return session.snapshot()
 
-    def populate(self, *, active: int, ended: int = 0) -> None:
-        """`active` sessions of various ages, and `ended` ones spread over the end statuses."""
+    def populate(self, *, active: int, ended: int = 0, authenticating: int = 0) -> None:
+        """`active` sessions of various ages, `authenticating` ones just started, and
+        `ended` ones spread over the end statuses."""
         with self._lock:
             now = self._clock()
             for _ in range(active):
                 self._store(self._aged_session(now))
+            for _ in range(authenticating):
+                self._store(self._born(now, authenticating=True))
             for index in range(ended):
                 session = _Session(sid := self._new_id(), self._new_data(sid, now))
                 self._end_in_past(session, ENDED[index % len(ENDED)], now)
@@ -205,24 +240,31 @@ class SimulatedNotte:
     def update_session(self, session_id: str, **fields: Any) -> None:
         """Overwrite raw fields with any value, to feed the exporter odd data."""
         with self._lock:
-            session = self._sessions[session_id]
-            session.data.update(copy.deepcopy(fields))
-            self._store(session)
+            self._overwrite(self._sessions[session_id], fields)
 
     def end_session(
-        self, session_id: str, status: str = "closed", error: str | None = None
+        self,
+        session_id: str,
+        status: str = "closed",
+        error: str | None = None,
+        *,
+        close_reason: str | None = None,
     ) -> None:
-        """End a session now, as the API would after a close, a crash or a timeout."""
+        """End a session now, as the API would after a close, a crash or a timeout.
+
+        `close_reason` defaults to what the API gives that ending (for timed_out,
+        the deadline that comes first)."""
         with self._lock:
             session = self._sessions[session_id]
-            self._finish(session, status, self._clock(), error)
+            reason = close_reason or self._close_reason(session, status)
+            self._finish(session, status, self._clock(), error, reason)
             self._store(session)
 
     def delete_session(self, session_id: str) -> None:
         """Forget a session: GET answers 404 and the list omits it."""
         with self._lock:
             self._sessions.pop(session_id, None)
-            self._active.pop(session_id, None)
+            self._live.pop(session_id, None)
             self._listings.clear()
 
     def add_raw_list_item(self, item: Any) -> None:
@@ -233,6 +275,15 @@ class SimulatedNotte:
     def clear_raw_list_items(self) -> None:
         with self._lock:
             self._raw_items.clear()
+
+    def _overwrite(self, session: _Session, fields: dict[str, Any]) -> None:
+        """Raw fields over a session; the older `timeout_minutes` follows the idle timeout,
+        as the API sends both."""
+        fields = copy.deepcopy(fields)
+        if "idle_timeout_minutes" in fields and "timeout_minutes" not in fields:
+            fields["timeout_minutes"] = fields["idle_timeout_minutes"]
+        session.data.update(fields)
+        self._store(session)
 
     # -- reading ---------------------------------------------------------------
     def session(self, session_id: str) -> dict[str, Any] | None:
@@ -248,70 +299,105 @@ class SimulatedNotte:
                 if status is None or s.data.get("status") == status
             ]
 
-    def list_page(
+    def page(
         self, *, page: int, page_size: int, only_active: bool, include_system: bool
-    ) -> list[Any]:
-        """One page of the list, ordered by created_at then ID so pages never overlap."""
-        return self.page_and_total(
-            page=page, page_size=page_size, only_active=only_active, include_system=include_system
-        )[0]
-
-    def page_and_total(
-        self, *, page: int, page_size: int, only_active: bool, include_system: bool
-    ) -> tuple[list[Any], int]:
-        """A page and the list's length, read under one lock so they agree."""
+    ) -> tuple[list[Any], bool]:
+        """One page of the listing (raw items last) and whether another page follows,
+        read under one lock so they agree."""
         with self._lock:
             listing = self._listing(only_active, include_system)
-            total = len(listing) + len(self._raw_items)
             start = (page - 1) * page_size
             end = start + page_size
             items: list[Any] = [s.snapshot() for s in listing[start:end]]
             raw_start, raw_end = max(start - len(listing), 0), max(end - len(listing), 0)
             items += self._raw_items[raw_start:raw_end]
-            return items, total
+            return items, end < len(listing) + len(self._raw_items)
 
     def _listing(self, only_active: bool, include_system: bool) -> list[_Session]:
-        """The sorted list, cached until the next change, so paging is O(page)."""
+        """The ordered listing, cached until the next change, so paging is O(page)."""
         key = (only_active, include_system)
         if key not in self._listings:
             chosen = (
                 s
                 for s in self._sessions.values()
-                if (s.active or not only_active) and (include_system or not s.system)
+                if (s.live or not only_active) and (include_system or not s.system)
             )
-            self._listings[key] = sorted(chosen, key=lambda s: s.order)
+            self._listings[key] = sorted(chosen, key=self._order_key())
         return self._listings[key]
+
+    def _order_key(self) -> Callable[[_Session], tuple[bool, float | bytes, str]]:
+        """The sort key of the listing order; sessions without a usable created_at go last."""
+        if self._list_order == "shuffled":
+            seed = self._seed
+
+            def scattered(s: _Session) -> tuple[bool, bytes, str]:
+                digest = hashlib.blake2b(f"{seed}:{s.session_id}".encode(), digest_size=8)
+                return False, digest.digest(), s.session_id
+
+            return scattered
+        sign = -1.0 if self._list_order == "newest" else 1.0
+
+        def by_creation(s: _Session) -> tuple[bool, float, str]:
+            return s.created is None, sign * (s.created or 0.0), s.session_id
+
+        return by_creation
 
     # -- life ------------------------------------------------------------------
     def tick(self, seconds: float) -> None:
         """Live `seconds` of world time; events are drawn from the rng, times from the clock."""
         with self._lock:
             now = self._clock()
-            for sid in list(self._active):
+            for sid in list(self._live):
                 session = self._sessions[sid]
-                self._live(session, seconds, now)
-                if not session.active:
-                    del self._active[sid]
+                self._live_through(session, seconds, now)
+                if not session.live:
+                    del self._live[sid]
             for _ in range(self._births(seconds)):
-                self._store(_Session(sid := self._new_id(), self._new_data(sid, now)))
+                self._store(self._born(now, authenticating=self._rng.random() < AUTH_SHARE))
+            if self._rng.random() < _chance(FLASH_RATE, seconds):
+                self._store(self._flash(now))
             self._listings.clear()
 
-    def _live(self, session: _Session, seconds: float, now: float) -> None:
-        """One session's share of a tick: work, then perhaps an ending."""
-        rng = self._rng
-        if not session.abandoned:
-            if rng.random() < _chance(ACTIVITY_RATE, seconds):
-                self._work(session, now)
-            if rng.random() < _chance(END_RATE, seconds):
-                fate = rng.choices(FATES[0], FATES[1])[0]
-                if fate == "abandoned":
-                    session.abandoned = True
-                else:
-                    self._finish(session, fate, now, rng.choice(ERRORS))
-                    return
+    def _live_through(self, session: _Session, seconds: float, now: float) -> None:
+        """One session's share of a tick: its end if due (a deadline that passed since
+        the last tick comes before any work in it), else a login or work."""
         deadline = self._deadline(session)
-        if deadline is not None and now >= deadline:
-            self._finish(session, "timed_out", now, None)
+        if session.ends_at is not None and now >= session.ends_at:
+            reason = CLOSE_REASON_OF[session.fate]
+            error = self._rng.choice(ERRORS)
+            self._finish(session, session.fate, session.ends_at, error, reason)
+        elif deadline is not None and now >= deadline[0]:
+            self._finish(session, "timed_out", now, None, deadline[1])
+        elif session.data.get("status") == "authenticating":
+            self._authenticate(session, seconds, now)
+        elif not session.abandoned and session.ends_at is None:
+            self._use(session, seconds, now)  # a short-lived session does nothing but end
+        duration = session.data.get("duration")
+        if session.live and session.created is not None and isinstance(duration, str):
+            session.data["duration"] = iso_duration(now - session.created)
+
+    def _authenticate(self, session: _Session, seconds: float, now: float) -> None:
+        """A managed-auth login finishes: the session turns active, or the login fails."""
+        rng = self._rng
+        if rng.random() < _chance(AUTH_RATE, seconds):
+            if rng.random() < AUTH_FAILURE:
+                self._finish(session, "error", now, AUTH_ERROR, CLOSE_REASON_OF["error"])
+            else:
+                session.data["status"] = "active"
+                session.data["last_accessed_at"] = iso(now)
+                session.accessed = now
+
+    def _use(self, session: _Session, seconds: float, now: float) -> None:
+        """An in-use session works, and may be closed, crash, or be abandoned."""
+        rng = self._rng
+        if rng.random() < _chance(ACTIVITY_RATE, seconds):
+            self._work(session, now)
+        if rng.random() < _chance(END_RATE, seconds):
+            fate = rng.choices(FATES[0], FATES[1])[0]
+            if fate == "abandoned":
+                session.abandoned = True
+            else:
+                self._finish(session, fate, now, rng.choice(ERRORS), CLOSE_REASON_OF[fate])
 
     def _work(self, session: _Session, now: float) -> None:
         """Traffic, maybe a step, maybe an access; fields holding odd values are left alone."""
@@ -327,21 +413,29 @@ class SimulatedNotte:
             session.accessed = now
 
     @staticmethod
-    def _deadline(session: _Session) -> float | None:
-        """When the API would time the session out: idle or max duration, whichever first."""
+    def _deadline(session: _Session) -> tuple[float, str] | None:
+        """When the API would time the session out, and the close_reason it would give:
+        the idle or the max-duration deadline, whichever comes first."""
         data = session.data
         idle = _minutes(data.get("idle_timeout_minutes", data.get("timeout_minutes")))
         longest = _minutes(data.get("max_duration_minutes"))
         deadlines = []
         if idle is not None and session.accessed is not None:
-            deadlines.append(session.accessed + idle * 60)
+            deadlines.append((session.accessed + idle * 60, "idle_timeout"))
         if longest is not None and session.created is not None:
-            deadlines.append(session.created + longest * 60)
+            deadlines.append((session.created + longest * 60, "max_duration"))
         return min(deadlines, default=None)
+
+    def _close_reason(self, session: _Session, status: str) -> str:
+        """The close_reason the API gives an ending; `unknown` when nothing tells."""
+        if status == "timed_out":
+            deadline = self._deadline(session)
+            return deadline[1] if deadline else "unknown"
+        return CLOSE_REASON_OF.get(status, "unknown")
 
     def _births(self, seconds: float) -> int:
         """New sessions: refill towards the target, plus a surge now and then."""
-        missing = max(self._target_active - len(self._active), 0)
+        missing = max(self._target_active - len(self._live), 0)
         births = sum(self._rng.random() < _chance(BIRTH_RATE, seconds) for _ in range(missing))
         return births + (self._rng.random() < _chance(SURGE_RATE, seconds))
 
@@ -351,34 +445,52 @@ class SimulatedNotte:
             pass
         return sid
 
-    def _new_data(self, session_id: str, now: float) -> dict[str, Any]:
-        """A fresh active session as the API returns it."""
+    def _new_data(self, session_id: str, now: float, *, system: bool = False) -> dict[str, Any]:
+        """A fresh active session as the API returns it (`SessionResponse`)."""
         rng = self._rng
+        idle = rng.choices(*IDLE_TIMEOUTS)[0]
         return {
             "session_id": session_id,
             "status": "active",
             "created_at": iso(now),
             "last_accessed_at": iso(now),
             "closed_at": None,
-            "idle_timeout_minutes": rng.choices(*IDLE_TIMEOUTS)[0],
+            "idle_timeout_minutes": idle,
+            "timeout_minutes": idle,
             "max_duration_minutes": rng.choices(*MAX_DURATIONS)[0],
-            "duration": None,
+            "duration": iso_duration(0),
+            "close_reason": None,
             "steps": [],
             "error": None,
             "proxies": rng.random() < 0.3,
             "browser_type": rng.choice(BROWSERS),
-            "use_file_storage": rng.random() < 0.2,
             "network_request_bytes": 0,
             "network_response_bytes": 0,
             "user_agent": USER_AGENT,
             "viewport_width": rng.choice((1280, 1366, 1920)),
             "viewport_height": rng.choice((720, 768, 1080)),
-            "headless": rng.random() < 0.8,
             "solve_captchas": rng.choice((True, False, None)),
             "cdp_url": f"wss://cdp.notte.invalid/{session_id}",
             "viewer_url": f"https://viewer.notte.invalid/{session_id}",
             "web_bot_auth": rng.random() < 0.1,
+            "auth_ids": [],
+            "system_hidden": system,
         }
+
+    def _born(self, now: float, *, authenticating: bool) -> _Session:
+        """A session starting now; with managed auth it waits for its login first."""
+        session = _Session(sid := self._new_id(), self._new_data(sid, now))
+        if authenticating:
+            session.data["status"] = "authenticating"
+            session.data["auth_ids"] = [f"auth-{self._rng.getrandbits(32):08x}"]
+        return session
+
+    def _flash(self, now: float) -> _Session:
+        """A session that will end within seconds, before any poll interval passes."""
+        session = self._born(now, authenticating=False)
+        session.ends_at = now + self._rng.uniform(*FLASH_SECONDS)
+        session.fate = self._rng.choices(FLASH_FATES[0], FLASH_FATES[1])[0]
+        return session
 
     def _aged_session(self, now: float) -> _Session:
         """An active session that started a while ago, so a fresh world looks lived-in."""
@@ -392,6 +504,7 @@ class SimulatedNotte:
         data.update(
             created_at=iso(now - age),
             last_accessed_at=iso(now - min(quiet, age)),
+            duration=iso_duration(age),
             network_request_bytes=int(age * rng.uniform(100, 5_000)),
             network_response_bytes=int(age * rng.uniform(5_000, 100_000)),
             steps=[
@@ -408,14 +521,18 @@ class SimulatedNotte:
         last_access = started + rng.uniform(5, 110)
         data.update(created_at=iso(started), last_accessed_at=iso(last_access))
         session.reindex()
-        ended = last_access + (data["idle_timeout_minutes"] * 60 if status == "timed_out" else 0)
-        self._finish(session, status, ended, rng.choice(ERRORS))
+        deadline = self._deadline(session)
+        ended = deadline[0] if status == "timed_out" and deadline else last_access
+        reason = self._close_reason(session, status)
+        self._finish(session, status, ended, rng.choice(ERRORS), reason)
 
     @staticmethod
-    def _finish(session: _Session, status: str, when: float, error: str | None) -> None:
+    def _finish(
+        session: _Session, status: str, when: float, error: str | None, reason: str
+    ) -> None:
         """Set the fields an ending sets; `error` only lands on an error ending."""
         data = session.data
-        data.update(status=status, closed_at=iso(when))
+        data.update(status=status, closed_at=iso(when), close_reason=reason)
         if session.created is not None:
             data["duration"] = iso_duration(when - session.created)
         if status == "error":
@@ -425,10 +542,10 @@ class SimulatedNotte:
         """(Re)index a session after any change; drops the cached listings."""
         session.reindex()
         self._sessions[session.session_id] = session
-        if session.active:
-            self._active[session.session_id] = None
+        if session.live:
+            self._live[session.session_id] = None
         else:
-            self._active.pop(session.session_id, None)
+            self._live.pop(session.session_id, None)
         self._listings.clear()
 
     # -- faults and accounting (the server's side) -----------------------------
@@ -468,3 +585,14 @@ class SimulatedNotte:
         with self._lock:
             self._log.clear()
             self._counts.clear()
+
+
+DEMO_TICK_SECONDS = 1.0  # how often a served demo world lives a step
+
+
+def demo_world(seed: int) -> SimulatedNotte:
+    """The lived-in world `--demo` and `python -m exporter.simulator` start from: active
+    sessions of various ages, a few waiting for their login, a few already ended."""
+    world = SimulatedNotte(seed=seed)
+    world.populate(active=12, authenticating=2, ended=3)
+    return world
