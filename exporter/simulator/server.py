@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from exporter.simulator.world import MAX_PAGE_SIZE, Fault, RequestRecord, SimulatedNotte
 
 logger = logging.getLogger(__name__)
 SERVE_POLL_INTERVAL = 0.05  # how quickly serve_forever notices shutdown()
+REDIRECT = "redirect"  # the endpoint name of `/sessions`, which redirects to `/sessions/`
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,9 @@ class SimulatorServer:
         fault: Fault | None,
     ) -> _Answer:
         """What to answer: an injected status first, then routing, auth and the world."""
+        if endpoint == REDIRECT:  # FastAPI redirects before any dependency (auth) runs
+            location = f"{self.url}/sessions/" + (f"?{urlencode(query)}" if query else "")
+            return _Answer(307, b"", {"Location": location})
         headers = {"Retry-After": fault.retry_after} if fault and fault.retry_after else {}
         if fault is not None and fault.status is not None:
             body = fault.body if fault.body is not None else _json({"detail": "Injected fault"})
@@ -242,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint, session_id = _route(target.path) if routed else ("other", "")
         query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
         authorised = owner.authorised(self.headers.get("Authorization"))
-        fault = owner.world.take_fault(endpoint) if endpoint != "other" else None
+        fault = owner.world.take_fault(endpoint) if endpoint not in ("other", REDIRECT) else None
         answer = owner.answer(endpoint, session_id, query, authorised, fault)
         owner.world.record(RequestRecord(endpoint, target.path, query, answer.status, authorised))
         if fault is not None and fault.hang and owner.pause(fault.hang):
@@ -280,9 +284,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _route(path: str) -> tuple[str, str]:
-    """Endpoint and the percent-decoded session ID, from the raw path."""
-    if path == "/sessions":
+    """Endpoint and the percent-decoded session ID, from the raw path.
+
+    The list is `/sessions/`; `/sessions` is FastAPI's redirect to it (`redirect_slashes`).
+    """
+    if path == "/sessions/":
         return "list_sessions", ""
+    if path == "/sessions":
+        return REDIRECT, ""
     prefix = "/sessions/"
     if path.startswith(prefix) and len(path) > len(prefix):
         return "get_session", unquote(path[len(prefix) :])
