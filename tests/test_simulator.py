@@ -171,7 +171,7 @@ def test_list_pages_in_a_stable_order_with_has_next(
         world.add_session(f"s{24 - index:02d}")
     world.add_session("gone", status="closed")
     pages = [
-        client.get("/sessions", params={"only_active": "true", "page": p, "page_size": 10}).json()
+        client.get("/sessions/", params={"only_active": "true", "page": p, "page_size": 10}).json()
         for p in (1, 2, 3)
     ]
     assert [p["has_next"] for p in pages] == [True, True, False]
@@ -186,8 +186,8 @@ def test_bare_list_shape_answers_a_json_list(world: SimulatedNotte) -> None:
         SimulatorServer(world, api_key=KEY, list_shape="list") as api,
         httpx.Client(base_url=api.url, headers=AUTH) as http,
     ):
-        first = http.get("/sessions", params={"page": 1, "page_size": 2}).json()
-        second = http.get("/sessions", params={"page": 2, "page_size": 2}).json()
+        first = http.get("/sessions/", params={"page": 1, "page_size": 2}).json()
+        second = http.get("/sessions/", params={"page": 2, "page_size": 2}).json()
     assert isinstance(first, list)
     assert (len(first), len(second)) == (2, 1)
 
@@ -197,9 +197,9 @@ def test_system_sessions_are_listed_only_when_asked(
 ) -> None:
     world.add_session("user")
     world.add_session("sys", system=True)
-    plain = client.get("/sessions", params={"page": 1, "page_size": 10}).json()
+    plain = client.get("/sessions/", params={"page": 1, "page_size": 10}).json()
     params: dict[str, str | int] = {"page": 1, "page_size": 10, "include_system": "true"}
-    everything = client.get("/sessions", params=params).json()
+    everything = client.get("/sessions/", params=params).json()
     assert [s["session_id"] for s in plain["items"]] == ["user"]
     assert {s["session_id"] for s in everything["items"]} == {"user", "sys"}
 
@@ -209,15 +209,15 @@ def test_raw_list_items_are_appended_until_cleared(
 ) -> None:
     world.add_session("ok")
     world.add_raw_list_item({"session_id": 5, "status": ["no"]})
-    assert client.get("/sessions").json()["items"][1] == {"session_id": 5, "status": ["no"]}
+    assert client.get("/sessions/").json()["items"][1] == {"session_id": 5, "status": ["no"]}
     world.clear_raw_list_items()
-    assert len(client.get("/sessions").json()["items"]) == 1
+    assert len(client.get("/sessions/").json()["items"]) == 1
 
 
 def test_invalid_paging_is_422(client: httpx.Client) -> None:
     for params in ({"page": 0}, {"page_size": 1001}, {"page": "x"}, {"only_active": "maybe"}):
-        assert client.get("/sessions", params=params).status_code == 422
-    assert client.get("/sessions", params={"page_size": 1000}).status_code == 200
+        assert client.get("/sessions/", params=params).status_code == 422
+    assert client.get("/sessions/", params={"page_size": 1000}).status_code == 200
 
 
 def test_a_missing_or_wrong_key_is_401(world: SimulatedNotte, server: SimulatorServer) -> None:
@@ -235,7 +235,7 @@ def test_unknown_deleted_and_unrouted_are_404(world: SimulatedNotte, client: htt
     world.delete_session("a")
     assert client.get("/sessions/a").json() == {"detail": "Session not found"}
     assert client.get("/sessions/nobody").status_code == 404
-    assert client.get("/sessions").json()["items"] == []
+    assert client.get("/sessions/").json()["items"] == []
     assert client.get("/elsewhere").status_code == 404
     assert client.post("/sessions").status_code == 404
     assert [r.endpoint for r in world.request_log()][-2:] == ["other", "other"]
@@ -258,7 +258,7 @@ def test_a_counted_fault_hits_n_requests_then_the_api_is_normal(
 ) -> None:
     world.add_session("a")
     world.inject(Fault(endpoint="get_session", status=500, count=2))
-    assert client.get("/sessions").status_code == 200
+    assert client.get("/sessions/").status_code == 200
     codes = [client.get("/sessions/a").status_code for _ in range(3)]
     assert codes == [500, 500, 200]
     assert [r.status for r in world.request_log()] == [200, 500, 500, 200]
@@ -268,12 +268,12 @@ def test_a_fault_without_count_lasts_until_cleared(
     world: SimulatedNotte, client: httpx.Client
 ) -> None:
     world.inject(Fault(status=429, retry_after="7"))
-    for path in ("/sessions", "/sessions/a"):
+    for path in ("/sessions/", "/sessions/a"):
         answer = client.get(path)
         assert (answer.status_code, answer.headers["Retry-After"]) == (429, "7")
         assert answer.json() == {"detail": "Injected fault"}
     world.clear_faults()
-    assert client.get("/sessions").status_code == 200
+    assert client.get("/sessions/").status_code == 200
 
 
 def test_a_fault_can_send_a_body_that_is_not_json(
@@ -282,11 +282,11 @@ def test_a_fault_can_send_a_body_that_is_not_json(
     fault = Fault(endpoint="list_sessions", body=b"<html>not json", count=1)
     world.inject(fault)
     world.inject(Fault(status=502, body=b"Bad Gateway"))
-    answer = client.get("/sessions")
+    answer = client.get("/sessions/")
     assert (answer.status_code, answer.content) == (200, b"<html>not json")
     assert answer.headers["Content-Length"] == str(len(b"<html>not json"))
     assert fault.count == 1  # the world counts down its own copy
-    answer = client.get("/sessions")
+    answer = client.get("/sessions/")
     assert (answer.status_code, answer.content) == (502, b"Bad Gateway")
 
 
@@ -307,7 +307,7 @@ def test_stop_releases_a_hanging_request_quickly(
 
     def ask() -> None:
         try:
-            outcome.append(httpx.get(f"{server.url}/sessions", headers=AUTH, timeout=30))
+            outcome.append(httpx.get(f"{server.url}/sessions/", headers=AUTH, timeout=30))
         except httpx.HTTPError as exc:
             outcome.append(exc)
 
@@ -326,18 +326,29 @@ def test_stop_cuts_off_keep_alive_connections(world: SimulatedNotte) -> None:
     api = SimulatorServer(world, api_key=KEY)
     api.stop()  # before start: nothing to do
     with SimulatorServer(world, api_key=KEY) as api, httpx.Client(headers=AUTH) as http:
-        assert http.get(f"{api.url}/sessions").headers.get("Connection") != "close"
+        assert http.get(f"{api.url}/sessions/").headers.get("Connection") != "close"
         url = api.url
         started = time.monotonic()
         api.stop()
         assert time.monotonic() - started < 1
         with pytest.raises(httpx.TransportError):
-            http.get(f"{url}/sessions")
+            http.get(f"{url}/sessions/")
+
+
+def test_the_list_is_at_sessions_slash_and_sessions_redirects_there_keeping_the_query(
+    world: SimulatedNotte, server: SimulatorServer
+) -> None:
+    world.add_session("a")
+    answer = httpx.get(f"{server.url}/sessions", params={"page": 1, "page_size": 5})
+    assert answer.status_code == 307  # before auth, as FastAPI's redirect_slashes does
+    assert answer.headers["Location"] == f"{server.url}/sessions/?page=1&page_size=5"
+    followed = httpx.get(answer.headers["Location"], headers=AUTH)
+    assert [item["session_id"] for item in followed.json()["items"]] == ["a"]
 
 
 def test_requests_are_counted_and_logged(world: SimulatedNotte, client: httpx.Client) -> None:
     world.add_session("a")
-    client.get("/sessions", params={"only_active": "true", "page": 2, "page_size": 5})
+    client.get("/sessions/", params={"only_active": "true", "page": 2, "page_size": 5})
     client.get("/sessions/a")
     client.get("/sessions/a")
     client.get("/favicon.ico")
@@ -345,7 +356,7 @@ def test_requests_are_counted_and_logged(world: SimulatedNotte, client: httpx.Cl
     assert [world.requests_total(e) for e in ("list_sessions", "get_session", "other")] == [1, 2, 1]
     first = world.request_log()[0]
     assert first.query == {"only_active": "true", "page": "2", "page_size": "5"}
-    assert (first.path, first.status, first.authorised) == ("/sessions", 200, True)
+    assert (first.path, first.status, first.authorised) == ("/sessions/", 200, True)
     world.reset_requests()
     assert world.requests_total() == 0
     assert world.request_log() == []
