@@ -7,11 +7,13 @@ import gzip
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter import exposition as exposition_module
+from exporter.catalogue import AGGREGATE_FAMILIES, SESSION_FAMILIES
 from exporter.exposition import Exposition
 from exporter.model import parse_session
 from exporter.render import render_session_families
@@ -229,3 +231,10 @@ def test_without_warm_a_scrape_renders_the_current_snapshot_itself() -> None:
     current[0] = snapshot_of(3, generation=2)
     body = gzip.decompress(exposition.body(openmetrics=True, gzip=True))
     assert body.startswith(render_session_families(current[0], openmetrics=True))
+
+
+def test_the_readme_documents_every_catalogue_family_with_its_labels() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for family in (*SESSION_FAMILIES, *AGGREGATE_FAMILIES):
+        labels = "{" + ",".join(family.labels) + "}" if family.labels else ""
+        assert f"`{family.name}{labels}`" in readme, family.name
