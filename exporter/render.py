@@ -17,6 +17,7 @@ prometheus-client Collector driven by the same catalogue.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
@@ -43,10 +44,12 @@ def _header(lines: list[str], name: str, documentation: str, kind: Kind, openmet
     lines.append(f"# HELP {family} {help_text}\n# TYPE {family} {kind}\n")
 
 
-def _labels(names: Sequence[str]) -> Callable[[Sequence[str]], str]:
-    """Writes escaped label values (given in `names` order) as `{a="x",b="y"}`, sorted by name."""
+def _labels(names: Sequence[str]) -> Callable[..., str]:
+    """Writes escaped label values, given as arguments in `names` order, as
+    `{a="x",b="y"}` sorted by name: one format string per family, made once."""
     order = sorted(range(len(names)), key=names.__getitem__)
-    return lambda texts: "{" + ",".join(f'{names[i]}="{texts[i]}"' for i in order) + "}"
+    pairs = ",".join(f'{names[i]}="{{{i}}}"' for i in order)
+    return ("{{" + pairs + "}}").format
 
 
 def render_session_families(snapshot: Snapshot, openmetrics: bool) -> bytes:
@@ -61,7 +64,7 @@ def render_session_families(snapshot: Snapshot, openmetrics: bool) -> bytes:
         _header(lines, aggregate.name, aggregate.help, aggregate.kind, openmetrics)
         labels = _labels(aggregate.labels)
         lines.extend(
-            f"{aggregate.name}{labels([escape(text) for text in key])} {_number(value)}\n"
+            f"{aggregate.name}{labels(*map(escape, key))} {_number(value)}\n"
             for key, value in aggregate.counts(snapshot).items()
         )
     return "".join(lines).encode("utf-8")
@@ -77,8 +80,23 @@ def _session_lines(
             for _, value in samples(values):
                 lines.append(f'{prefix}{session_id}"}} {_number(value)}\n')
         return
+    # Label texts (statuses, browser types) repeat from session to session: each is
+    # escaped once per family.
+    escaped = _Memo(escape)
     labels = _labels(("session_id", *family.labels))
     for session_id, values in zip(ids, sessions, strict=True):
         for texts, value in samples(values):
-            rendered = labels([session_id, *(escape(text) for text in texts)])
+            rendered = labels(session_id, *[escaped[text] for text in texts])
             lines.append(f"{family.name}{rendered} {_number(value)}\n")
+
+
+class _Memo(dict[Any, str]):
+    """`function(key)`, computed on the first lookup of each key."""
+
+    def __init__(self, function: Callable[[Any], str]) -> None:
+        super().__init__()
+        self._function = function
+
+    def __missing__(self, key: Any) -> str:
+        self[key] = text = self._function(key)
+        return text
