@@ -38,7 +38,7 @@ _CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class Session(BaseModel):
-    """One session as returned by `GET /sessions/{id}` or an item of `GET /sessions`."""
+    """One session as returned by `GET /sessions/{id}` or an item of `GET /sessions/`."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
