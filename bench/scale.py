@@ -57,11 +57,12 @@ from bench.common import LineCollector
 from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient
 from exporter.configured import ConfiguredIds
-from exporter.exposition import render_sessions, render_sessions_with_collector
 from exporter.poller import Poller, PollOptions
+from exporter.render import render_session_families
 from exporter.selfmetrics import create_self_metrics
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 from exporter.snapshot import SnapshotStore
+from tests.oracle import render_with_prometheus_client
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-scale-bench-key"
@@ -382,7 +383,7 @@ async def in_process_cycles(
                 raise SystemExit("the in-process poll cycle failed")
             found["cycle"].append(time.thread_time() - started)
             started = time.thread_time()
-            fast = render_sessions(store.current, False)
+            fast = render_session_families(store.current, False)
             found["render"].append(time.thread_time() - started)
             started = time.thread_time()  # what the exposition does once for gzip scrapes
             compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -391,7 +392,7 @@ async def in_process_cycles(
             found["gzip"].append(time.thread_time() - started)
         for _ in range(repeats):
             started = time.thread_time()
-            slow = render_sessions_with_collector(store.current, False)
+            slow = render_with_prometheus_client(store.current, False)
             found["collector"].append(time.thread_time() - started)
         found["identical"] = [float(fast == slow)]
         found["sessions"] = [float(len(store.current.sessions))]

@@ -94,11 +94,11 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ListPage:
-    """One page of `GET /sessions`: the valid items, and how many raw items it held."""
+    """One page of `GET /sessions/`: the valid items, how many raw items it held (a short
+    page ends the listing), and the page's `has_next` (None for a bare list)."""
 
     sessions: list[Session]
     item_count: int
-    invalid_count: int
     has_next: bool | None
 
 
@@ -169,11 +169,6 @@ class NotteClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    @property
-    def paused_for(self) -> float:
-        """Seconds left of a Retry-After pause (0 when none)."""
-        return max(0.0, self._paused_until - self._monotonic())
-
     async def get_session(self, session_id: str, *, deadline: float) -> Session:
         """One session; raises `NotFound` for a 404, `BadResponse` when it does not validate."""
         body = await self._request("get_session", session_path(session_id), None, deadline)
@@ -184,13 +179,26 @@ class NotteClient:
             raise InvalidSession(f"get_session: invalid session: {describe_invalid(exc)}") from None
 
     async def list_sessions(
-        self, *, page: int, page_size: int, include_system: bool, deadline: float
+        self,
+        *,
+        page: int,
+        page_size: int,
+        only_active: bool,
+        include_system: bool,
+        deadline: float,
     ) -> ListPage:
-        """One page of active sessions; invalid items are skipped, logged and counted."""
-        params = {"only_active": "true", "page": str(page), "page_size": str(page_size)}
-        if include_system:
-            params["include_system"] = "true"
-        body = await self._request("list_sessions", "/sessions", params, deadline)
+        """One page of `GET /sessions/`; invalid items are skipped, logged and counted.
+
+        `include_system` is always sent: the API's default is true, which would
+        export its system sessions to anyone who did not ask for them.
+        """
+        params = {
+            "page": str(page),
+            "page_size": str(page_size),
+            "only_active": "true" if only_active else "false",
+            "include_system": "true" if include_system else "false",
+        }
+        body = await self._request("list_sessions", "/sessions/", params, deadline)
         items, has_next = self._page_items(body)
         sessions: list[Session] = []
         for index, item in enumerate(items):
@@ -204,10 +212,11 @@ class NotteClient:
                     index,
                     describe_invalid(exc),
                 )
-        return ListPage(sessions, len(items), len(items) - len(sessions), has_next)
+        return ListPage(sessions, len(items), has_next)
 
     def _page_items(self, body: Any) -> tuple[list[Any], bool | None]:
-        """Both list shapes: a bare JSON list, or an object with `items` (and maybe `has_next`)."""
+        """Both list shapes: a bare JSON list, or the API's page object (`items`, `page`,
+        `page_size`, `has_next`, `has_previous`); only `items` and `has_next` are used."""
         if isinstance(body, list):
             return body, None
         if isinstance(body, dict) and isinstance(body.get("items"), list):

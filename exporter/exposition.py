@@ -28,7 +28,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
-from exporter.collector import SnapshotCollector
 from exporter.render import render_session_families
 from exporter.snapshot import Snapshot
 
@@ -39,18 +38,6 @@ OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 _EOF = b"# EOF\n"
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _GZIP_LEVEL = 6
-
-
-def render_sessions(snapshot: Snapshot, openmetrics: bool) -> bytes:
-    """The session part of the exposition, freshly rendered (no `# EOF`)."""
-    return render_session_families(snapshot, openmetrics)
-
-
-def render_sessions_with_collector(snapshot: Snapshot, openmetrics: bool) -> bytes:
-    """The same, the slow way through prometheus-client: the reference for tests."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: snapshot))
-    return _render(registry, openmetrics)
 
 
 def _render(registry: CollectorRegistry, openmetrics: bool) -> bytes:
@@ -151,7 +138,7 @@ class Exposition:
             snapshot = self._snapshot()
             rendered = self._rendered.get(openmetrics)
             if rendered is None or rendered.generation != snapshot.generation:
-                plain = render_sessions(snapshot, openmetrics)
+                plain = render_session_families(snapshot, openmetrics)
                 rendered = _Rendered(snapshot.generation, plain)
             if gzip and rendered.gzip is None:
                 rendered = _Rendered(

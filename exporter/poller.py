@@ -152,6 +152,7 @@ class Poller:
             result = await self._client.list_sessions(
                 page=page,
                 page_size=page_size,
+                only_active=True,
                 include_system=self._options.include_system,
                 deadline=deadline,
             )

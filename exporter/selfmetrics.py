@@ -2,7 +2,7 @@
 
 These are ordinary prometheus-client instruments on the exporter's own
 registry: they change while a poll cycle runs (API requests) and are cheap to
-render. Everything derived from the sessions is in `collector.py` instead.
+render. Everything derived from the sessions is declared in `catalogue.py` instead.
 """
 
 from __future__ import annotations

@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from exporter.labels import DROP_REASONS, ENDED_STATUSES, SOURCES, STATUSES
+from exporter.labels import CLOSE_REASONS, DROP_REASONS, ENDED_STATUSES, SOURCES, STATUSES
 from exporter.model import Session, timestamp
 from exporter.tracker import Tracked, TrackerState
 
 ERROR_LABEL_MAX_CHARS = 200
+# `notte_session_info`'s labels besides session_id: the session fields they show.
+INFO_LABELS = ("browser_type", "proxies", "solve_captchas", "web_bot_auth")
+
+# An aggregate: label values (in the family's label order) -> count.
+Counts = Mapping[tuple[str, ...], int]
+
+
+# `notte_sessions_ended_total`'s fixed label sets: (status, close_reason), exported from the start.
+ENDED_LABELS = tuple((status, reason) for status in ENDED_STATUSES for reason in CLOSE_REASONS)
+
+
+def _zeros(keys: Iterable[tuple[str, ...]]) -> Counts:
+    return MappingProxyType(dict.fromkeys(keys, 0))
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,8 @@ class SessionValues:
     last_accessed: float | None
     closed: float | None
     steps: int
-    info: tuple[tuple[str, str], ...]
+    info: tuple[str, ...]  # in INFO_LABELS order
+    close_reason: str | None  # ended sessions only
     error: str | None
 
 
@@ -50,38 +64,29 @@ class Snapshot:
     """What `/metrics` shows of the sessions; `generation` changes with every new snapshot."""
 
     generation: int = 0
-    computed_at: float = 0.0
     sessions: tuple[SessionValues, ...] = ()
-    by_status: Mapping[str, int] = field(
-        default_factory=lambda: MappingProxyType(dict.fromkeys(STATUSES, 0))
-    )
-    ended_total: Mapping[str, int] = field(
-        default_factory=lambda: MappingProxyType(dict.fromkeys(sorted(ENDED_STATUSES), 0))
-    )
-    dropped_total: Mapping[str, int] = field(
-        default_factory=lambda: MappingProxyType(dict.fromkeys(DROP_REASONS, 0))
-    )
-    tracked_by_source: Mapping[str, int] = field(
-        default_factory=lambda: MappingProxyType(dict.fromkeys(SOURCES, 0))
-    )
+    by_status: Counts = field(default_factory=lambda: _zeros((s,) for s in STATUSES))
+    ended_total: Counts = field(default_factory=lambda: _zeros(ENDED_LABELS))
+    dropped_total: Counts = field(default_factory=lambda: _zeros((r,) for r in DROP_REASONS))
+    tracked_by_source: Counts = field(default_factory=lambda: _zeros((s,) for s in SOURCES))
 
 
 def build_snapshot(state: TrackerState, now: float, generation: int) -> Snapshot:
     """Compute every value from the tracker state as of `now`."""
     tracked = sorted(state.sessions.values(), key=lambda item: item.session.session_id)
-    by_status: Counter[str] = Counter(dict.fromkeys(STATUSES, 0))
-    by_source: Counter[str] = Counter(dict.fromkeys(SOURCES, 0))
+    by_status: Counter[tuple[str, ...]] = Counter(_zeros((s,) for s in STATUSES))
+    by_source: Counter[tuple[str, ...]] = Counter(_zeros((s,) for s in SOURCES))
     for item in tracked:
-        by_status[item.session.status] += 1
-        by_source["configured" if item.configured else "discovered"] += 1
-    ended = dict.fromkeys(sorted(ENDED_STATUSES), 0) | dict(state.ended_total)
+        by_status[(item.session.status,)] += 1
+        by_source[("configured" if item.configured else "discovered",)] += 1
+    ended = dict(_zeros(ENDED_LABELS)) | dict(state.ended_total)
+    dropped: Counts = {(reason,): state.dropped_total.get(reason, 0) for reason in DROP_REASONS}
     return Snapshot(
         generation=generation,
-        computed_at=now,
         sessions=tuple(session_values(item, now) for item in tracked),
         by_status=MappingProxyType(dict(by_status)),
         ended_total=MappingProxyType(ended),
-        dropped_total=MappingProxyType({r: state.dropped_total.get(r, 0) for r in DROP_REASONS}),
+        dropped_total=MappingProxyType(dropped),
         tracked_by_source=MappingProxyType(dict(by_source)),
     )
 
@@ -91,9 +96,9 @@ def session_values(tracked: Tracked, now: float) -> SessionValues:
     session = tracked.session
     created = timestamp(session.created_at)
     last_accessed = timestamp(session.last_accessed_at)
-    active = session.status == "active"
+    live = not session.ended
     idle_timeout = _minutes(session.idle_timeout_minutes)
-    idle_deadline = _idle_deadline(last_accessed or created, idle_timeout) if active else None
+    idle_deadline = _idle_deadline(last_accessed or created, idle_timeout) if live else None
     max_duration = session.max_duration_minutes * 60.0
     return SessionValues(
         session_id=session.session_id,
@@ -107,13 +112,14 @@ def session_values(tracked: Tracked, now: float) -> SessionValues:
         idle_deadline=idle_deadline,
         max_duration=max_duration,
         max_duration_remaining=(
-            max(0.0, created + max_duration - now) if active and created is not None else None
+            max(0.0, created + max_duration - now) if live and created is not None else None
         ),
         created=created,
         last_accessed=last_accessed,
         closed=timestamp(session.closed_at),
         steps=len(session.steps or ()),
-        info=info_labels(session),
+        info=tuple(label_text(getattr(session, name)) for name in INFO_LABELS),
+        close_reason=session.close_reason if session.ended else None,
         error=session.error[:ERROR_LABEL_MAX_CHARS] if session.error else None,
     )
 
@@ -131,36 +137,27 @@ def _idle_deadline(since: float | None, idle_timeout: float | None) -> float | N
 def _duration(
     session: Session, created: float | None, last_accessed: float | None, now: float
 ) -> float | None:
-    """Active (or unknown): time since creation. Ended: `duration`, else closed-created, else
-    last_accessed-created."""
+    """Live (any status but an ended one): time since creation. Ended: closed - created,
+    else the payload's `duration`, else last_accessed - created.
+
+    `closed_at` comes first because the API may send a live-style `duration` for an
+    ended session.
+    """
     if not session.ended:
         return None if created is None else max(0.0, now - created)
+    closed = timestamp(session.closed_at)
+    if closed is not None and created is not None:
+        return max(0.0, closed - created)
     if session.duration is not None:
         return session.duration.total_seconds()
-    closed = timestamp(session.closed_at)
-    end = closed if closed is not None else last_accessed
-    if end is None or created is None:
+    if last_accessed is None or created is None:
         return None
-    return max(0.0, end - created)
-
-
-INFO_LABELS = (
-    "browser_type",
-    "proxies",
-    "headless",
-    "solve_captchas",
-    "use_file_storage",
-    "web_bot_auth",
-)
-
-
-def info_labels(session: Session) -> tuple[tuple[str, str], ...]:
-    """The `notte_session_info` labels: booleans as true/false, a null as ''."""
-    return tuple((name, label_text(getattr(session, name))) for name in INFO_LABELS)
+    return max(0.0, last_accessed - created)
 
 
 def label_text(value: Any) -> str:
-    """Render a field as a label value; lists and objects count as set when non-empty."""
+    """A field as a label value: booleans as true/false, a null as '', and lists and
+    objects as true when non-empty."""
     if value is None:
         return ""
     if isinstance(value, bool):

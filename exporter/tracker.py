@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from exporter.labels import DROP_REASONS, STATUSES
+from exporter.labels import DROP_REASONS, STATUSES, UNKNOWN_CLOSE_REASON
 from exporter.model import Session, timestamp
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ class TrackerState:
 
     sessions: Mapping[str, Tracked] = field(default_factory=lambda: MappingProxyType({}))
     not_found: frozenset[str] = frozenset()
-    ended_total: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # by (final status, close_reason); `unknown` stands for a missing close_reason
+    ended_total: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     dropped_total: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     configured_over_cap: bool = False
 
@@ -103,7 +104,7 @@ def apply_cycle(
     """The state after a cycle: updates, retention, 404 drops and the cap, applied in that order."""
     configured = frozenset(result.configured_ids)
     listed = {session.session_id: session for session in result.listed or ()}
-    ended_total: Counter[str] = Counter(state.ended_total)
+    ended_total: Counter[tuple[str, str]] = Counter(state.ended_total)
     dropped: Counter[str] = Counter(state.dropped_total)
 
     # plan_fetches never asks again for an ID in state.not_found, so each 404 here is new.
@@ -143,7 +144,7 @@ def _observe(
     configured: bool,
     now: float,
     process_start: float,
-    ended_total: Counter[str],
+    ended_total: Counter[tuple[str, str]],
 ) -> Tracked:
     """Fold a fresh answer (or none) into what is known of a tracked session."""
     if latest is None:
@@ -166,7 +167,7 @@ def _first_sight(
     configured: bool,
     now: float,
     process_start: float,
-    ended_total: Counter[str],
+    ended_total: Counter[tuple[str, str]],
 ) -> Tracked:
     tracked = Tracked(
         session=session,
@@ -178,15 +179,16 @@ def _first_sight(
 
 
 def _mark_ended(
-    tracked: Tracked, now: float, process_start: float, ended_total: Counter[str]
+    tracked: Tracked, now: float, process_start: float, ended_total: Counter[tuple[str, str]]
 ) -> Tracked:
     """Record that this process saw the session end, and count it when the contract says so."""
     session = tracked.session
     closed_at = timestamp(session.closed_at)
     countable = tracked.seen_unended or (closed_at is not None and closed_at > process_start)
     if countable and not tracked.counted_ended:
-        ended_total[session.status] += 1
-        log.info("session %s ended: %s", session.session_id, session.status)
+        reason = session.close_reason or UNKNOWN_CLOSE_REASON
+        ended_total[(session.status, reason)] += 1
+        log.info("session %s ended: %s (%s)", session.session_id, session.status, reason)
         return replace(tracked, ended_at=now, counted_ended=True)
     return replace(tracked, ended_at=now)
 
@@ -247,7 +249,7 @@ def _admit_discovered(
     max_sessions: int,
     now: float,
     process_start: float,
-    ended_total: Counter[str],
+    ended_total: Counter[tuple[str, str]],
 ) -> int:
     """Add newly discovered sessions within the cap; returns how many were dropped for it.
 

@@ -190,6 +190,16 @@ def value(
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+def total(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float | None:
+    """The sum of the `name` series carrying these labels (and any others), None when none does:
+    e.g. `notte_sessions_ended_total` for one status over every close_reason."""
+    wanted = set(labels.items())
+    found = [v for (n, series), v in samples.items() if n == name and wanted <= set(series)]
+    return sum(found) if found else None
+
+
 @contextmanager
 def exporter_for(world_url: str, **overrides: Any) -> Iterator[ExporterUnderTest]:
     """An exporter with its HTTP server started, driven by `cycle()`."""

@@ -137,12 +137,18 @@ def test_retry_after_pauses_every_later_request() -> None:
             await client.get_session("a", deadline=now[0] + 60)
         with pytest.raises(RateLimited):
             await client.list_sessions(
-                page=1, page_size=10, include_system=False, deadline=now[0] + 60
+                page=1, page_size=10, only_active=True, include_system=False, deadline=now[0] + 60
             )
+        now[0] += 119.5  # still paused: fails at once, nothing sent
+        with pytest.raises(RateLimited):
+            await client.get_session("a", deadline=now[0] + 0.4)
+        assert len(calls) == 1
+        now[0] += 0.5  # the pause is over
+        with pytest.raises(RateLimited):
+            await client.get_session("a", deadline=now[0] + 60)
 
     asyncio.run(run())
-    assert len(calls) == 1
-    assert client.paused_for == pytest.approx(120)
+    assert len(calls) == 2
 
 
 def test_body_that_is_not_json_is_a_bad_response() -> None:
@@ -166,24 +172,59 @@ def test_both_list_shapes_and_invalid_items(shape: str) -> None:
         {"session_id": "b", "status": "active", "network_request_bytes": -5},
         "not an object",
     ]
-    body = items if shape == "list" else {"items": items, "has_next": False}
+    page_object = {"items": items, "page": 1, "page_size": 10, "has_next": False}
+    body = items if shape == "list" else {**page_object, "has_previous": False}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.params["only_active"] == "true"
         return httpx.Response(200, content=json.dumps(body).encode())
 
-    client, _ = make_client(handler)
+    client, metrics = make_client(handler)
 
     async def run() -> None:
         page = await client.list_sessions(
-            page=1, page_size=10, include_system=False, deadline=far()
+            page=1, page_size=10, only_active=True, include_system=False, deadline=far()
         )
         assert [s.session_id for s in page.sessions] == ["a"]
         assert page.item_count == 3
-        assert page.invalid_count == 2
         assert page.has_next is (False if shape == "items" else None)
 
     asyncio.run(run())
+    invalid = metrics.registry.get_sample_value(
+        "notte_exporter_api_bad_data_total", {"endpoint": "list_sessions", "kind": "invalid_item"}
+    )
+    assert invalid == 2
+
+
+@pytest.mark.parametrize(
+    ("only_active", "include_system"), [(True, False), (False, True), (False, False)]
+)
+def test_list_asks_for_sessions_slash_with_every_parameter_spelled_out(
+    only_active: bool, include_system: bool
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"items": [], "page": 3, "page_size": 25})
+
+    client, _ = make_client(handler)
+    page = asyncio.run(
+        client.list_sessions(
+            page=3,
+            page_size=25,
+            only_active=only_active,
+            include_system=include_system,
+            deadline=far(),
+        )
+    )
+    assert page.item_count == 0
+    assert seen[0].url.path == "/sessions/"
+    assert dict(seen[0].url.params) == {
+        "page": "3",
+        "page_size": "25",
+        "only_active": str(only_active).lower(),
+        "include_system": str(include_system).lower(),
+    }
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:

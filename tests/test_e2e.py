@@ -407,7 +407,9 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
     def seen_ending() -> bool:
         ended = {
             series["metric"]["status"]: float(series["value"][1])
-            for series in prometheus.query(f"notte_sessions_ended_total{{{sel}}}")["result"]
+            for series in prometheus.query(
+                f"sum by (status) (notte_sessions_ended_total{{{sel}}})"
+            )["result"]
         }
         dropped = prometheus.value(
             f'notte_exporter_sessions_dropped_total{{{sel}, reason="not_found"}}'

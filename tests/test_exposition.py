@@ -1,4 +1,5 @@
-"""The cached exposition equals a fresh render, in every format and encoding."""
+"""The fast renderer equals prometheus-client's, and the cached exposition a fresh render,
+in every format and encoding."""
 
 from __future__ import annotations
 
@@ -6,19 +7,20 @@ import gzip
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter import exposition as exposition_module
-from exporter.collector import SnapshotCollector
-from exporter.exposition import Exposition, render_sessions, render_sessions_with_collector
+from exporter.catalogue import AGGREGATE_FAMILIES, SESSION_FAMILIES
+from exporter.exposition import Exposition
 from exporter.model import parse_session
+from exporter.render import render_session_families
 from exporter.selfmetrics import create_self_metrics
 from exporter.snapshot import Snapshot, build_snapshot
 from exporter.tracker import CycleResult, TrackerState, apply_cycle
+from tests.oracle import render_with_prometheus_client
 
 NOW = 1_800_000_000.0
 
@@ -48,13 +50,20 @@ def snapshot_of(count: int, generation: int = 1) -> Snapshot:
     return build_snapshot(state, NOW, generation)
 
 
-def test_fast_render_is_byte_for_byte_what_prometheus_client_renders() -> None:
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_fast_render_is_byte_for_byte_what_prometheus_client_renders(openmetrics: bool) -> None:
     snapshot = snapshot_of(50)
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(lambda: snapshot))
-    assert render_sessions(snapshot, openmetrics=False) == generate_latest(registry)
-    fresh_om = generate_openmetrics(registry)
-    assert render_sessions(snapshot, openmetrics=True) + b"# EOF\n" == fresh_om
+    fast = render_session_families(snapshot, openmetrics)
+    assert fast == render_with_prometheus_client(snapshot, openmetrics)
+    assert b"notte_sessions_ended_total{" in fast
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_an_empty_snapshot_renders_like_prometheus_client(openmetrics: bool) -> None:
+    snapshot = Snapshot()
+    assert render_session_families(snapshot, openmetrics) == render_with_prometheus_client(
+        snapshot, openmetrics
+    )
 
 
 def test_cached_body_is_byte_for_byte_a_fresh_render() -> None:
@@ -64,7 +73,7 @@ def test_cached_body_is_byte_for_byte_a_fresh_render() -> None:
     for openmetrics in (False, True):
         exposition.body(openmetrics=openmetrics, gzip=False)  # fills the cache
         cached = exposition.body(openmetrics=openmetrics, gzip=False)
-        self_part = cached.removeprefix(render_sessions_with_collector(snapshot, openmetrics))
+        self_part = cached.removeprefix(render_with_prometheus_client(snapshot, openmetrics))
         assert self_part.startswith(b"# HELP notte_up ")
 
 
@@ -105,14 +114,17 @@ def test_a_new_snapshot_replaces_the_cached_part() -> None:
 def random_session(rng: random.Random, index: int) -> dict[str, object]:
     alphabet = 'ab"\\\n é🙂{}=,#'
     text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
-    status = rng.choice(["active", "closed", "error", "timed_out", "paused", 'we"ird\\'])
+    status = rng.choice(
+        ["active", "authenticating", "closed", "error", "timed_out", "paused", 'we"ird\\']
+    )
     maybe = lambda v: v if rng.random() < 0.7 else None  # noqa: E731
     return {
-        "session_id": f"{text}-{index}",
+        "session_id": f"{text.replace(chr(10), '')}-{index}",  # IDs hold no control characters
         "status": status,
         "created_at": maybe("2027-01-15T07:00:00.5Z"),
         "last_accessed_at": maybe("2027-01-15T07:59:00Z"),
         "closed_at": maybe("2027-01-15T07:30:00Z"),
+        "close_reason": maybe(rng.choice(["manual", "idle_timeout", "max_duration", text])),
         "idle_timeout_minutes": maybe(rng.choice([0, 1, 5, 2.5])),
         "max_duration_minutes": maybe(rng.choice([15, 60, 1440])),
         "duration": maybe(rng.choice(["PT41.286072S", "PT0S", "P1DT2H"])),
@@ -120,11 +132,9 @@ def random_session(rng: random.Random, index: int) -> dict[str, object]:
         "error": maybe(text * rng.randint(1, 40)),
         "proxies": maybe(rng.choice([True, False, [], [{"type": "x"}]])),
         "browser_type": maybe(rng.choice(["chromium", "firefox", text])),
-        "headless": maybe(rng.choice([True, False])),
         "solve_captchas": maybe(rng.choice([True, False])),
-        "use_file_storage": maybe(rng.choice([True, False])),
         "web_bot_auth": maybe(rng.choice([True, False])),
-        "network_request_bytes": maybe(rng.choice([0, 1, 10**6, 10**20, 123456789])),
+        "network_request_bytes": maybe(rng.choice([0, 1, 10**6, 2**63 - 1, 123456789])),
         "network_response_bytes": maybe(rng.randint(0, 10**12)),
     }
 
@@ -142,8 +152,8 @@ def test_fast_render_matches_prometheus_client_on_random_hostile_sessions() -> N
     )
     snapshot = build_snapshot(state, NOW, 1)
     for openmetrics in (False, True):
-        fast = render_sessions(snapshot, openmetrics)
-        assert fast == render_sessions_with_collector(snapshot, openmetrics)
+        fast = render_session_families(snapshot, openmetrics)
+        assert fast == render_with_prometheus_client(snapshot, openmetrics)
 
 
 def test_warm_renders_requested_variants_once_so_scrapes_render_nothing(
@@ -153,9 +163,9 @@ def test_warm_renders_requested_variants_once_so_scrapes_render_nothing(
 
     def counting_render(snapshot: Snapshot, openmetrics: bool) -> bytes:
         renders.append(openmetrics)
-        return render_sessions(snapshot, openmetrics)
+        return render_session_families(snapshot, openmetrics)
 
-    monkeypatch.setattr(exposition_module, "render_sessions", counting_render)
+    monkeypatch.setattr(exposition_module, "render_session_families", counting_render)
     current = [snapshot_of(3, generation=1)]
     exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
     exposition.warm()
@@ -170,7 +180,7 @@ def test_warm_renders_requested_variants_once_so_scrapes_render_nothing(
     for _ in range(3):
         body = exposition.body(openmetrics=True, gzip=False)
     assert renders == [True, True]
-    assert body.startswith(render_sessions(current[0], openmetrics=True))
+    assert body.startswith(render_session_families(current[0], openmetrics=True))
 
 
 def test_content_types_name_text_0_0_4_and_openmetrics_1_0_0() -> None:
@@ -193,9 +203,9 @@ def test_scrapes_during_warm_get_the_previous_part_without_waiting(
         if snapshot.generation == 2:
             rendering.set()
             assert release.wait(timeout=10)
-        return render_sessions(snapshot, openmetrics)
+        return render_session_families(snapshot, openmetrics)
 
-    monkeypatch.setattr(exposition_module, "render_sessions", slow_render)
+    monkeypatch.setattr(exposition_module, "render_session_families", slow_render)
     current = [snapshot_of(2, generation=1)]
     exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
     old = exposition.body(openmetrics=False, gzip=False)
@@ -220,4 +230,11 @@ def test_without_warm_a_scrape_renders_the_current_snapshot_itself() -> None:
     exposition.body(openmetrics=True, gzip=True)
     current[0] = snapshot_of(3, generation=2)
     body = gzip.decompress(exposition.body(openmetrics=True, gzip=True))
-    assert body.startswith(render_sessions(current[0], openmetrics=True))
+    assert body.startswith(render_session_families(current[0], openmetrics=True))
+
+
+def test_the_readme_documents_every_catalogue_family_with_its_labels() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for family in (*SESSION_FAMILIES, *AGGREGATE_FAMILIES):
+        labels = "{" + ",".join(family.labels) + "}" if family.labels else ""
+        assert f"`{family.name}{labels}`" in readme, family.name

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from exporter.cli import parse_command_line
+from exporter.labels import CLOSE_REASONS, ENDED_STATUSES, STATUSES
 from exporter.settings import load_settings
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 from tests.harness import (
@@ -28,10 +29,12 @@ from tests.harness import (
     make_settings,
     parse_samples,
     run_cli,
+    total,
     value,
     wait_until,
 )
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
 
 
@@ -44,6 +47,16 @@ def world() -> SimulatedNotte:
 def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
     with SimulatorServer(world, api_key=API_KEY) as server:
         yield server
+
+
+def close_reasons(samples: Samples) -> dict[str, str]:
+    """session_id -> close_reason of the `notte_session_close_reason` series (all of them 1)."""
+    found = {}
+    for (name, labels), sample in samples.items():
+        if name == "notte_session_close_reason":
+            assert sample == 1
+            found[dict(labels)["session_id"]] = dict(labels)["close_reason"]
+    return found
 
 
 def test_every_metric_has_the_contract_type_and_value_for_every_status(
@@ -60,19 +73,34 @@ def test_every_metric_has_the_contract_type_and_value_for_every_status(
         steps=[{"n": 1}, {"n": 2}, {"n": 3}],
         browser_type="firefox",
         proxies=False,
-        headless=True,
         solve_captchas=None,
-        use_file_storage=False,
         web_bot_auth=True,
     )
+    world.add_session(
+        "auth",
+        status="authenticating",
+        created_at=iso(NOW - 100),
+        last_accessed_at=iso(NOW - 30),
+        idle_timeout_minutes=1,
+        max_duration_minutes=5,
+    )
+    # The payload's duration is live-style nonsense for an ended session: closed_at wins.
     world.add_session("gone", status="closed", created_at=iso(NOW - 300))
-    world.update_session("gone", closed_at=iso(NOW - 200), duration="PT41.5S")
+    world.update_session("gone", closed_at=iso(NOW - 200), duration="PT900S", close_reason="manual")
+    world.add_session("short", status="closed", created_at=iso(NOW - 300))
+    world.update_session("short", closed_at=None, duration="PT41.5S", close_reason=None)
     world.add_session("boom", status="error", created_at=iso(NOW - 300), error="x" * 250)
-    world.update_session("boom", closed_at=iso(NOW - 150), duration=None)
+    world.update_session("boom", closed_at=iso(NOW - 150), duration=None, close_reason="error")
     world.add_session("late", status="timed_out", created_at=iso(NOW - 300))
-    world.update_session("late", closed_at=None, duration=None, last_accessed_at=iso(NOW - 60))
-    world.add_session("odd", status="paused", created_at=iso(NOW - 10))
-    configured = ["gone", "boom", "late", "odd"]
+    world.update_session(
+        "late",
+        closed_at=None,
+        duration=None,
+        last_accessed_at=iso(NOW - 60),
+        close_reason="idle_timeout",
+    )
+    world.add_session("odd", status="paused", created_at=iso(NOW - 10), max_duration_minutes=10)
+    configured = ["auth", "gone", "short", "boom", "late", "odd"]
     clock = Clock(NOW + 20)
     exporter = ExporterUnderTest(make_settings(api.url, session_ids=configured), clock=clock)
     exporter.start_http()
@@ -85,21 +113,23 @@ def test_every_metric_has_the_contract_type_and_value_for_every_status(
     types = family_types(text)
 
     assert types["notte_session_status"] == "gauge"
-    for status in ("active", "closed", "error", "timed_out"):
+    for status in STATUSES:
         expected = 1.0 if status == "active" else 0.0
         assert value(samples, "notte_session_status", session_id="live", status=status) == expected
+    assert value(samples, "notte_session_status", session_id="auth", status="authenticating") == 1
     assert value(samples, "notte_session_status", session_id="boom", status="error") == 1
     assert value(samples, "notte_session_status", session_id="odd", status="paused") == 1
     assert value(samples, "notte_session_status", session_id="odd", status="active") == 0
+    assert value(samples, "notte_session_status", session_id="live", status="paused") is None
 
     assert types["notte_session_network_request_bytes"] == "counter"
     assert value(samples, "notte_session_network_request_bytes_total", session_id="live") == 1234
     assert value(samples, "notte_session_network_response_bytes_total", session_id="live") == 98765
 
-    assert value(samples, "notte_session_duration_seconds", session_id="live") == 120
-    assert value(samples, "notte_session_duration_seconds", session_id="gone") == 41.5
-    assert value(samples, "notte_session_duration_seconds", session_id="boom") == 150
-    assert value(samples, "notte_session_duration_seconds", session_id="late") == 240
+    # Live: now - created_at. Ended: closed_at - created_at, else duration, else last access.
+    durations = {"live": 120, "auth": 120, "odd": 30, "gone": 100, "short": 41.5, "boom": 150}
+    for session_id, seconds in (*durations.items(), ("late", 240)):
+        assert value(samples, "notte_session_duration_seconds", session_id=session_id) == seconds
     assert value(samples, "notte_session_idle_timeout_seconds", session_id="live") == 120
     assert value(samples, "notte_session_idle_remaining_seconds", session_id="live") == 60
     assert value(samples, "notte_session_idle_deadline_timestamp_seconds", session_id="live") == (
@@ -107,6 +137,13 @@ def test_every_metric_has_the_contract_type_and_value_for_every_status(
     )
     assert value(samples, "notte_session_max_duration_seconds", session_id="live") == 600
     assert value(samples, "notte_session_max_duration_remaining_seconds", session_id="live") == 480
+    # authenticating is live: it counts down like an active session.
+    assert value(samples, "notte_session_idle_remaining_seconds", session_id="auth") == 10
+    assert value(samples, "notte_session_idle_deadline_timestamp_seconds", session_id="auth") == (
+        NOW + 30
+    )
+    assert value(samples, "notte_session_max_duration_remaining_seconds", session_id="auth") == 180
+    assert value(samples, "notte_session_max_duration_remaining_seconds", session_id="odd") == 570
     assert value(samples, "notte_session_created_timestamp_seconds", session_id="live") == NOW - 100
     assert value(samples, "notte_session_last_accessed_timestamp_seconds", session_id="live") == (
         NOW - 40
@@ -114,7 +151,7 @@ def test_every_metric_has_the_contract_type_and_value_for_every_status(
     assert value(samples, "notte_session_closed_timestamp_seconds", session_id="gone") == NOW - 200
     assert value(samples, "notte_session_closed_timestamp_seconds", session_id="late") is None
     assert value(samples, "notte_session_steps", session_id="live") == 3
-    for ended in ("gone", "boom", "late", "odd"):
+    for ended in ("gone", "short", "boom", "late"):
         assert value(samples, "notte_session_idle_remaining_seconds", session_id=ended) is None
         assert (
             value(samples, "notte_session_max_duration_remaining_seconds", session_id=ended) is None
@@ -123,21 +160,35 @@ def test_every_metric_has_the_contract_type_and_value_for_every_status(
         "session_id": "live",
         "browser_type": "firefox",
         "proxies": "false",
-        "headless": "true",
         "solve_captchas": "",
-        "use_file_storage": "false",
         "web_bot_auth": "true",
     }
     assert value(samples, "notte_session_info", **info) == 1
+    info_labels = {
+        tuple(name for name, _ in labels)
+        for (name, labels) in samples
+        if name == "notte_session_info"
+    }
+    assert info_labels == {
+        ("browser_type", "proxies", "session_id", "solve_captchas", "web_bot_auth")
+    }
     assert value(samples, "notte_session_error_info", session_id="boom", error="x" * 200) == 1
+    assert close_reasons(samples) == {"gone": "manual", "boom": "error", "late": "idle_timeout"}
 
     assert types["notte_sessions"] == "gauge"
-    assert value(samples, "notte_sessions", status="active") == 1
-    assert value(samples, "notte_sessions", status="paused") == 1
+    by_status = {"active": 1, "authenticating": 1, "closed": 2, "error": 1, "timed_out": 1}
+    for status, count in {**by_status, "paused": 1}.items():
+        assert value(samples, "notte_sessions", status=status) == count
     assert types["notte_sessions_ended"] == "counter"
-    for status in ("closed", "error", "timed_out"):
-        assert value(samples, "notte_sessions_ended_total", status=status) is not None
-    assert value(samples, "notte_exporter_tracked_sessions", source="configured") == 4
+    ended_series = {
+        labels: v for (name, labels), v in samples.items() if name == "notte_sessions_ended_total"
+    }
+    assert ended_series == {
+        (("close_reason", reason), ("status", status)): 0
+        for status in ENDED_STATUSES
+        for reason in CLOSE_REASONS
+    }
+    assert value(samples, "notte_exporter_tracked_sessions", source="configured") == 6
     assert value(samples, "notte_exporter_tracked_sessions", source="discovered") == 1
     for reason in ("retention", "not_found", "limit"):
         assert value(samples, "notte_exporter_sessions_dropped_total", reason=reason) == 0
@@ -154,6 +205,57 @@ def test_every_metric_has_the_contract_type_and_value_for_every_status(
     assert value(samples, "notte_exporter_shard_ordinal") == 0
     assert value(samples, "notte_exporter_total_shards") == 1
     assert any(name == "notte_exporter_build_info" for name, _ in samples)
+
+
+def test_sessions_ending_are_counted_by_status_and_close_reason(
+    world: SimulatedNotte, api: SimulatorServer
+) -> None:
+    for session_id in ("idle", "long", "quiet"):
+        world.add_session(session_id)
+    with exporter_for(api.url) as exporter:
+        assert exporter.cycle()
+        world.end_session("idle", "timed_out")
+        world.update_session("idle", close_reason="idle_timeout")
+        world.end_session("long", "timed_out")
+        world.update_session("long", close_reason="max_duration")
+        world.end_session("quiet", "closed")
+        world.update_session("quiet", close_reason=None)
+        assert exporter.cycle()
+        samples = exporter.metrics()
+    ended = {
+        ("timed_out", "idle_timeout"): 1,
+        ("timed_out", "max_duration"): 1,
+        ("closed", "unknown"): 1,
+    }
+    for status in ENDED_STATUSES:
+        for reason in CLOSE_REASONS:
+            count = ended.get((status, reason), 0)
+            labels = {"status": status, "close_reason": reason}
+            assert value(samples, "notte_sessions_ended_total", **labels) == count
+    assert value(samples, "notte_session_status", session_id="quiet", status="closed") == 1
+    assert close_reasons(samples) == {"idle": "idle_timeout", "long": "max_duration"}
+
+
+def test_huge_numbers_make_the_item_invalid_and_metrics_keep_answering(
+    world: SimulatedNotte, api: SimulatorServer
+) -> None:
+    world.add_session("fine")
+    world.add_session("big-bytes", network_request_bytes=2**1024)
+    world.add_session("big-minutes", idle_timeout_minutes=10**400)
+    world.add_session("configured-big", status="authenticating", network_response_bytes=2**64)
+    with exporter_for(api.url, session_ids=["configured-big"]) as exporter:
+        assert exporter.cycle()
+        response = exporter.get("/metrics")
+        om = exporter.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.status_code == 200
+    assert om.status_code == 200
+    samples = parse_samples(response.text)
+    assert value(samples, "notte_session_status", session_id="fine", status="active") == 1
+    for skipped in ("big-bytes", "big-minutes", "configured-big"):
+        assert value(samples, "notte_session_status", session_id=skipped, status="active") is None
+    bad = "notte_exporter_api_bad_data_total"
+    assert value(samples, bad, endpoint="list_sessions", kind="invalid_item") == 2
+    assert value(samples, bad, endpoint="get_session", kind="invalid_item") == 1
 
 
 def test_paging_lists_every_page_and_never_fetches_listed_sessions(
@@ -194,11 +296,11 @@ def test_active_to_error_flips_the_state_set_counts_once_and_stops_polling(
         samples = exporter.metrics()
         assert value(samples, "notte_session_status", session_id="a1", status="error") == 1
         assert value(samples, "notte_session_status", session_id="a1", status="active") == 0
-        assert value(samples, "notte_sessions_ended_total", status="error") == 1
+        assert total(samples, "notte_sessions_ended_total", status="error") == 1
         assert value(samples, "notte_session_error_info", session_id="a1", error="Browser crashed")
         assert exporter.cycle()
         assert exporter.cycle()
-        assert value(exporter.metrics(), "notte_sessions_ended_total", status="error") == 1
+        assert total(exporter.metrics(), "notte_sessions_ended_total", status="error") == 1
     gets = [r for r in world.request_log() if r.endpoint == "get_session"]
     assert len(gets) == 1
 
@@ -225,7 +327,7 @@ def test_ended_discovered_session_is_dropped_after_retention(
         exporter.close()
     assert value(samples, "notte_session_status", session_id="a1", status="closed") is None
     assert value(samples, "notte_exporter_sessions_dropped_total", reason="retention") == 1
-    assert value(samples, "notte_sessions_ended_total", status="closed") == 1
+    assert total(samples, "notte_sessions_ended_total", status="closed") == 1
 
 
 def test_configured_session_answering_404_is_dropped_and_not_asked_again(

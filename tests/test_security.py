@@ -196,7 +196,11 @@ def test_client_errors_and_their_tracebacks_never_hold_the_key(
                 caught.append(exc)
             try:
                 await client.list_sessions(
-                    page=1, page_size=10, include_system=False, deadline=time.monotonic() + 0.3
+                    page=1,
+                    page_size=10,
+                    only_active=True,
+                    include_system=False,
+                    deadline=time.monotonic() + 0.3,
                 )
             except NotteError as exc:
                 caught.append(exc)
@@ -228,12 +232,18 @@ def test_client_errors_and_their_tracebacks_never_hold_the_key(
 HOSTILE_IDS = [
     'quote"inside',
     "back\\slash\\",
+    "ünïcødé-セッション-🚀",
+    'injection"} 1 notte_up 0 # TYPE x counter x{a="',
+    "comma,equals=brace}",
+    "x" * 256,
+]
+# IDs no label or URL should carry: the item is refused (skipped and counted), never exported.
+REFUSED_IDS = [
     "new\nline",
     "carriage\rreturn\ttab",
-    "ünïcødé-セッション-🚀",
     'injection"} 1\nnotte_up 0\n# TYPE x counter\nx{a="',
-    "comma,equals=brace}",
-    "x" * 5000,
+    "nul\x00",
+    "x" * 257,
 ]
 HOSTILE_ERRORS = [
     'He said "no" \\ then\nleft',
@@ -245,7 +255,7 @@ HOSTILE_ERRORS = [
 
 @pytest.fixture
 def hostile_world(world: SimulatedNotte) -> SimulatedNotte:
-    for session_id in HOSTILE_IDS:
+    for session_id in HOSTILE_IDS + REFUSED_IDS:
         world.add_session(session_id, browser_type='chrome"\n\\')
     for index, error in enumerate(HOSTILE_ERRORS):
         world.add_session(f"err-{index}", status="error", error=error)
@@ -273,6 +283,10 @@ def test_hostile_label_values_are_escaped_and_the_exposition_parses(
             assert (
                 value(samples, "notte_session_status", session_id=session_id, status="active") == 1
             )
+        exported = {dict(labels).get("session_id") for _, labels in samples}
+        assert not exported & set(REFUSED_IDS)
+        invalid = {"endpoint": "list_sessions", "kind": "invalid_item"}
+        assert value(samples, "notte_exporter_api_bad_data_total", **invalid) == len(REFUSED_IDS)
         for index, error in enumerate(HOSTILE_ERRORS):
             expected = error.replace("\ud800", "\ufffd")[:200]
             labels = {"session_id": f"err-{index}", "error": expected}

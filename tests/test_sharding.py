@@ -18,7 +18,7 @@ import pytest
 
 from exporter.labels import ENDED_STATUSES, STATUSES
 from exporter.simulator import RequestRecord, SimulatedNotte, SimulatorServer
-from tests.harness import API_KEY, exporter_for, value
+from tests.harness import API_KEY, exporter_for, total, value
 
 TOTAL_SHARDS = 3
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -87,10 +87,10 @@ def assert_sums_match(
 ) -> None:
     """Every shard exports the series, and their values add up to the unsharded one."""
     for status in statuses:
-        parts = [value(samples, name, status=status) for samples in shards]
+        parts = [total(samples, name, status=status) for samples in shards]
         assert all(part is not None for part in parts), (name, status, parts)
-        total = sum(part or 0.0 for part in parts)
-        assert total == value(whole, name, status=status), (name, status, parts)
+        summed = sum(part or 0.0 for part in parts)
+        assert summed == total(whole, name, status=status), (name, status, parts)
 
 
 def test_three_shards_export_exactly_what_one_unsharded_exporter_does(
@@ -134,7 +134,7 @@ def test_three_shards_export_exactly_what_one_unsharded_exporter_does(
     assert_sums_match(shards, whole, "notte_sessions_ended_total", ENDED_STATUSES)
     expected_ended = Counter(ENDED_STATUSES[i % 3] for i in range(len(ended_ids)))
     for status in ENDED_STATUSES:
-        assert value(whole, "notte_sessions_ended_total", status=status) == expected_ended[status]
+        assert total(whole, "notte_sessions_ended_total", status=status) == expected_ended[status]
 
     # Each shard discovers everything (the same pages as the unsharded exporter) but
     # fetches only its own sessions: its configured IDs once, its ended ones once.

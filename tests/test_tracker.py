@@ -72,9 +72,26 @@ def test_unknown_listing_does_not_mark_sessions_as_left() -> None:
 def test_active_to_error_counts_once() -> None:
     state = cycle(TrackerState(), listed=[session("a")])
     state = cycle(state, listed=[], fetched={"a": session("a", "error")})
-    assert state.ended_total == {"error": 1}
+    assert state.ended_total == {("error", "unknown"): 1}
     state = cycle(state, listed=[])
-    assert state.ended_total == {"error": 1}
+    assert state.ended_total == {("error", "unknown"): 1}
+
+
+def test_ended_sessions_are_counted_by_status_and_close_reason() -> None:
+    ids = ("idle", "idle2", "long", "odd")
+    state = cycle(TrackerState(), listed=[session(i) for i in ids])
+    ended = {
+        "idle": session("idle", "timed_out", close_reason="idle_timeout"),
+        "idle2": session("idle2", "timed_out", close_reason="idle_timeout"),
+        "long": session("long", "timed_out", close_reason="max_duration"),
+        "odd": session("odd", "closed", close_reason="a reason from the future"),
+    }
+    state = cycle(state, listed=[], fetched=ended)
+    assert state.ended_total == {
+        ("timed_out", "idle_timeout"): 2,
+        ("timed_out", "max_duration"): 1,
+        ("closed", "unknown"): 1,
+    }
 
 
 def test_first_seen_ended_counts_only_when_closed_after_start() -> None:
@@ -89,7 +106,7 @@ def test_first_seen_ended_counts_only_when_closed_after_start() -> None:
             "none": session("none", "error"),
         },
     )
-    assert state.ended_total == {"timed_out": 1}
+    assert state.ended_total == {("timed_out", "unknown"): 1}
 
 
 def test_retention_drops_ended_discovered_sessions_only() -> None:
@@ -146,6 +163,15 @@ def test_configured_sessions_are_never_evicted() -> None:
     state = cycle(state, configured=("c1", "c2"), listed=[session("d")], max_sessions=1)
     assert "d" not in state.sessions
     assert state.dropped_total["limit"] == 1
+
+
+def test_authenticating_is_live_polled_and_not_counted_as_ended() -> None:
+    state = cycle(TrackerState(), configured=("w",), fetched={"w": session("w", "authenticating")})
+    assert plan_fetches(state, ["w"], frozenset()) == ["w"]
+    assert state.sessions["w"].unknown_statuses == ()
+    assert state.ended_total == {}
+    state = cycle(state, configured=("w",), fetched={"w": session("w", "closed")})
+    assert state.ended_total == {("closed", "unknown"): 1}
 
 
 def test_unknown_status_is_polled_and_remembered() -> None:

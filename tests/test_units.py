@@ -1,4 +1,5 @@
-"""Unit tests of small pure pieces: key source, IDs file, logging, sharding, settings."""
+"""Unit tests of small pure pieces: key source, IDs file, logging, sharding, settings, and the
+session model's coercion and bounds."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from exporter.apikey import ApiKeyError, ApiKeySource, read_key_file
 from exporter.configured import ConfiguredIds, parse_ids_file
 from exporter.logs import REDACTED, Redactor, configure_logging
+from exporter.model import Session, parse_session
 from exporter.settings import SettingsError, load_settings, parse_listen_address
 from exporter.sharding import owns, shard_of
 
@@ -129,3 +132,63 @@ def test_secret_is_masked_in_settings_repr() -> None:
     settings = load_settings({"api_key": KEY})
     assert KEY not in repr(settings)
     assert isinstance(settings.api_key, SecretStr)
+
+
+def parsed(**fields: Any) -> Session:
+    return parse_session({"session_id": "s1", "status": "closed", **fields})
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("idle_timeout", "idle_timeout"),
+        ("Max_Duration ", "max_duration"),
+        ("unknown", "unknown"),
+        ("evicted_by_a_future_api", "unknown"),
+        (7, "unknown"),
+        ({"why": "x"}, "unknown"),
+        (None, None),
+    ],
+)
+def test_a_close_reason_outside_the_vocabulary_is_kept_as_unknown(given: Any, kept: Any) -> None:
+    assert parsed(close_reason=given).close_reason == kept
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"network_request_bytes": 2**1024},
+        {"network_response_bytes": 2**63},
+        {"network_request_bytes": -1},
+        {"idle_timeout_minutes": 10**400},
+        {"timeout_minutes": 1e300},
+        {"max_duration_minutes": "inf"},
+        {"max_duration_minutes": "nan"},
+        {"session_id": ""},
+        {"session_id": "x" * 257},
+        {"session_id": "line\nbreak"},
+        {"session_id": "nul\x00"},
+        {"session_id": "c1\x85"},
+        {"status": "s" * 65},
+        {"steps": "many"},
+    ],
+)
+def test_values_that_could_not_be_exported_make_the_item_invalid(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        parsed(**fields)
+
+
+def test_bounds_keep_every_renderable_value_and_coercion_stays_lax() -> None:
+    session = parsed(
+        session_id="é" * 256,
+        network_request_bytes=2**63 - 1,
+        network_response_bytes="42",
+        timeout_minutes="2.5",
+        max_duration_minutes=None,
+        proxies="true",
+    )
+    assert session.network_request_bytes == 2**63 - 1
+    assert session.network_response_bytes == 42
+    assert session.idle_timeout_minutes == 2.5
+    assert session.max_duration_minutes == 15
+    assert session.proxies is True

@@ -1,0 +1,62 @@
+"""The reference renderer: the catalogue's families built the slow, obvious way.
+
+A prometheus-client Collector that builds fresh `GaugeMetricFamily` /
+`CounterMetricFamily` objects from a snapshot, as the library's own process
+and GC collectors do, and lets `generate_latest` write them. It reads the same
+catalogue as `exporter.render`, so the tests holding the two equal prove the
+fast renderer's formatting (headers, label order, escaping, numbers) against
+prometheus-client's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import exposition as text_format
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics_format
+from prometheus_client.registry import Collector
+
+from exporter.catalogue import AGGREGATE_FAMILIES, SESSION_FAMILIES, Kind
+from exporter.snapshot import Snapshot
+
+EOF_LINE = b"# EOF\n"
+
+
+def _family(
+    kind: Kind, name: str, documentation: str, labels: list[str]
+) -> CounterMetricFamily | GaugeMetricFamily:
+    if kind == "counter":
+        return CounterMetricFamily(name, documentation, labels=labels)
+    return GaugeMetricFamily(name, documentation, labels=labels)
+
+
+class CatalogueCollector(Collector):
+    """Every catalogue family of one snapshot, in catalogue order."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        for family in SESSION_FAMILIES:
+            metric = _family(family.kind, family.name, family.help, ["session_id", *family.labels])
+            for values in self.snapshot.sessions:
+                for texts, value in family.samples(values):
+                    metric.add_metric([values.session_id, *texts], value)
+            yield metric
+        for aggregate in AGGREGATE_FAMILIES:
+            metric = _family(aggregate.kind, aggregate.name, aggregate.help, list(aggregate.labels))
+            for key, count in aggregate.counts(self.snapshot).items():
+                metric.add_metric(list(key), count)
+            yield metric
+
+
+def render_with_prometheus_client(snapshot: Snapshot, openmetrics: bool) -> bytes:
+    """What `exporter.render.render_session_families` must write, byte for byte."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CatalogueCollector(snapshot))
+    if openmetrics:
+        rendered: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
+        return rendered.removesuffix(EOF_LINE)
+    return text_format.generate_latest(registry)
