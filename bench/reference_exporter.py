@@ -35,16 +35,14 @@ from prometheus_client import Gauge, start_http_server
 
 log = logging.getLogger("reference-exporter")
 
-STATUSES = ("active", "closed", "error", "timed_out")
-ENDED = frozenset(STATUSES[1:])
+STATUSES = ("active", "authenticating", "closed", "error", "timed_out")
+ENDED = frozenset(STATUSES[2:])
 ID = ["session_id"]
 INFO_LABELS = [
     "session_id",
     "browser_type",
     "proxies",
-    "headless",
     "solve_captchas",
-    "use_file_storage",
     "web_bot_auth",
 ]
 DURATION = re.compile(r"^P(?:(\d+)D)?T?(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?$")
@@ -107,7 +105,7 @@ def export(session: dict[str, Any], now: float) -> None:
     created = seconds(session.get("created_at"))
     accessed = seconds(session.get("last_accessed_at"))
     closed = seconds(session.get("closed_at"))
-    active = status == "active"
+    active = status not in ENDED
     if created is not None:
         CREATED.labels(sid).set(created)
         if active:
@@ -140,9 +138,7 @@ def export(session: dict[str, Any], now: float) -> None:
         sid,
         text(session.get("browser_type")),
         text(session.get("proxies")),
-        text(session.get("headless")),
         text(session.get("solve_captchas")),
-        text(session.get("use_file_storage")),
         text(session.get("web_bot_auth")),
     ).set(1)
     if session.get("error"):
@@ -154,8 +150,13 @@ def list_ids(client: httpx.Client, page_size: int) -> list[str]:
     ids: list[str] = []
     page = 1
     while True:
-        params = {"only_active": "true", "page": page, "page_size": page_size}
-        body = client.get("/sessions", params=params).raise_for_status().json()
+        params = {
+            "only_active": "true",
+            "include_system": "false",
+            "page": page,
+            "page_size": page_size,
+        }
+        body = client.get("/sessions/", params=params).raise_for_status().json()
         items = body["items"] if isinstance(body, dict) else body
         ids += [item["session_id"] for item in items]
         if len(items) < page_size or (isinstance(body, dict) and body.get("has_next") is False):
