@@ -7,6 +7,11 @@ for tests, so they can run each panel's query against a real Prometheus:
     for q in all_panel_queries({"session_id": "abc"}):
         run(q.expr, instant=q.instant)
 
+Or from the command line, to read or paste them (one query a line, after its
+dashboard, panel and refId):
+
+    .venv/bin/python dashboards/queries.py --var session_id=abc --var job=notte-exporter
+
 Built-in variables get fixed values (`$__rate_interval` is `1m`, `$__range` is `1h`,
 ...); a dashboard variable with an "All" option defaults to its all-value (`.+`);
 any other variable (such as `session_id`) must be given. A variable left without a
@@ -15,9 +20,11 @@ value raises `UnresolvedVariableError` rather than sending a broken query.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,3 +167,33 @@ def all_panel_queries(
         for dashboard in load_dashboards(directory).values()
         for query in panel_queries(dashboard, variables)
     ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print every panel query; `session_id` defaults to `$session_id` left as written."""
+    parser = argparse.ArgumentParser(description="Print every panel query of the dashboards.")
+    parser.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template variable's value (repeatable); session_id stays $session_id unless given",
+    )
+    args = parser.parse_args(argv)
+    variables = {"session_id": "$session_id"}
+    for item in args.var:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--var {item!r}: expected NAME=VALUE")
+        variables[name] = value
+    for query in all_panel_queries(variables):
+        kind = "instant" if query.instant else "range"
+        sys.stdout.write(
+            f"# {query.dashboard_uid} / {query.panel_title} / {query.ref_id} ({kind})\n"
+            f"{query.expr}\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

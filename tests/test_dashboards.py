@@ -5,25 +5,28 @@ end-to-end test's job; here promtool checks that each one parses."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from dashboards import generate
+from dashboards import generate, panels
 from dashboards.queries import (
     UnresolvedVariableError,
     all_panel_queries,
     load_dashboards,
     panel_queries,
-    panels,
     substitute,
     variable_queries,
 )
+from dashboards.queries import panels as board_panels
+from exporter.labels import STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
@@ -64,6 +67,7 @@ CONTRACT_METRICS = {
     "notte_session_steps",
     "notte_session_info",
     "notte_session_error_info",
+    "notte_session_close_reason",
     "notte_sessions",
     "notte_sessions_ended_total",
     "notte_up",
@@ -79,6 +83,9 @@ CONTRACT_METRICS = {
     "notte_exporter_sessions_dropped_total",
     "notte_exporter_shard_ordinal",
     "notte_exporter_total_shards",
+    "notte_exporter_poll_interval_seconds",
+    "notte_exporter_sweep_enabled",
+    "notte_exporter_deferred_sessions",
     "up",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
@@ -98,7 +105,7 @@ def dashboards() -> dict[str, dict[str, Any]]:
 
 
 def all_panels(dashboards: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    return [(uid, panel) for uid, board in dashboards.items() for panel in panels(board)]
+    return [(uid, panel) for uid, board in dashboards.items() for panel in board_panels(board)]
 
 
 def call_argument(expr: str, open_paren: int) -> str:
@@ -301,3 +308,69 @@ def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_status_has_a_colour_and_live_means_not_ended() -> None:
+    assert tuple(panels.STATUS_COLORS) == STATUSES
+    assert '"authenticating"' not in panels.LIVE  # live is "not ended", unknown statuses too
+    assert 'status!~"closed|error|timed_out"' in panels.LIVE
+
+
+def titled(dashboards: dict[str, dict[str, Any]], uid: str, title: str) -> list[str]:
+    (panel,) = [p for p in board_panels(dashboards[uid]) if p["title"] == title]
+    return [target["expr"] for target in panel["targets"]]
+
+
+def test_new_metrics_have_their_panels(dashboards: dict[str, dict[str, Any]]) -> None:
+    health = "notte-exporter-health"
+    assert "notte_exporter_deferred_sessions" in titled(dashboards, health, "Deferred sessions")[0]
+    assert "notte_exporter_sweep_enabled" in titled(dashboards, health, "Sweep")[0]
+    overview = "notte-sessions-overview"
+    (by_reason,) = titled(dashboards, overview, "Sessions ended per minute, by close reason")
+    assert "sum by (close_reason)" in by_reason
+    (reason,) = titled(dashboards, "notte-session-detail", "Close reason")
+    assert "notte_session_close_reason" in reason
+    (info,) = titled(dashboards, "notte-session-detail", "Session info")
+    assert "max by (browser_type, proxies, solve_captchas, web_bot_auth)" in info
+    text = json.dumps(dashboards)
+    assert "headless" not in text
+    assert "use_file_storage" not in text
+
+
+def test_ratio_panels_keep_a_zero_ratio(dashboards: dict[str, dict[str, Any]]) -> None:
+    # `x / y > 0` filters the 0 ratio itself (`>` binds after `/`); only the denominator
+    # may be guarded, and a numerator that has no series until the first failure needs a
+    # zero to fall back on.
+    (ratio,) = titled(dashboards, "notte-sessions-overview", "Error and timeout ratio")
+    assert ratio.rstrip().endswith("> 0)")
+    (api,) = titled(dashboards, "notte-exporter-health", "API error ratio")
+    numerator = api.split(" / ")[0]
+    assert " or 0 * " in numerator
+
+
+def test_queries_module_prints_every_query() -> None:
+    result = subprocess.run(
+        [sys.executable, str(DASHBOARDS / "queries.py"), "--var", "session_id=abc"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 * len(all_panel_queries({"session_id": "abc"}))
+    assert 'session_id="abc"' in result.stdout
+
+
+def test_generator_runs_as_a_script_from_anywhere(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(DASHBOARDS / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr

@@ -39,6 +39,8 @@ RULES = ROOT / "deploy" / "prometheus" / "rules" / "notte-exporter.rules.yml"
 KUSTOMIZE_BASE = ROOT / "deploy" / "kubernetes" / "base"
 OVERLAYS_README = ROOT / "deploy" / "kubernetes" / "overlays" / "README.md"
 KUSTOMIZE_SHARDED = ROOT / "deploy" / "kubernetes" / "overlays" / "sharded"
+KUSTOMIZE_TWO_ACCOUNTS = ROOT / "deploy" / "kubernetes" / "overlays" / "two-accounts"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 PORT = 10027
 
@@ -227,7 +229,7 @@ def test_compose_wires_the_exporter_prometheus_alertmanager_and_grafana() -> Non
     assert (COMPOSE_DIR / exporter["build"]["context"]).resolve() == ROOT
     assert (ROOT / exporter["build"]["dockerfile"]).resolve() == DOCKERFILE
     assert exporter["command"] == ["--demo"]
-    assert f"{PORT}:{PORT}" in exporter["ports"]
+    assert f"127.0.0.1:{PORT}:{PORT}" in exporter["ports"]
     for name, service in services.items():
         if "image" in service and name != "notte-exporter":
             tag = service["image"].partition(":")[2]
@@ -279,13 +281,38 @@ def test_compose_grafana_provisions_the_datasource_and_the_dashboards() -> None:
     assert (mounts[str(Path(home).parent)] / Path(home).name).exists()
 
 
-def test_compose_live_override_reads_the_key_from_an_ignored_env_file() -> None:
-    live = compose("compose.live.yaml")["services"]["notte-exporter"]
-    assert "--demo" not in live["command"]
-    assert live["env_file"] == ["./notte.env"]
-    assert "notte.env" in (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split()
-    example = (COMPOSE_DIR / "notte.env.example").read_text(encoding="utf-8")
-    assert re.search(r"^NOTTE_API_KEY=$", example, re.MULTILINE)
+def test_compose_publishes_every_port_on_loopback_only() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str), name
+            assert port.startswith("127.0.0.1:"), f"{name}: {port} is published on every interface"
+
+
+def test_compose_prometheus_has_no_lifecycle_api() -> None:
+    prometheus = compose()["services"]["prometheus"]
+    assert not any("lifecycle" in argument for argument in prometheus["command"])
+
+
+def test_compose_grafana_admin_password_is_required_not_a_default() -> None:
+    environment = compose()["services"]["grafana"]["environment"]
+    password = environment["GF_SECURITY_ADMIN_PASSWORD"]
+    # ${VAR:?message}: compose refuses to start without it.
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), password
+    ignored = (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split()
+    assert ".env" in ignored
+    assert "admin/admin" not in (COMPOSE_DIR / "compose.yaml").read_text(encoding="utf-8")
+
+
+def test_compose_live_override_passes_the_key_as_a_secret_file() -> None:
+    live = compose("compose.live.yaml")
+    exporter = live["services"]["notte-exporter"]
+    assert "--demo" not in exporter["command"]
+    assert "env_file" not in exporter
+    assert "NOTTE_API_KEY" not in exporter["environment"]
+    assert exporter["secrets"] == ["notte_api_key"]
+    assert exporter["environment"]["NOTTE_API_KEY_FILE"] == "/run/secrets/notte_api_key"
+    source = live["secrets"]["notte_api_key"]["file"]
+    assert Path(source).name in (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split()
 
 
 # --- Kubernetes -------------------------------------------------------------------------
@@ -360,6 +387,37 @@ def test_deployment_probes_and_locks_down_the_exporter(
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_memory_is_sized_from_the_benchmark(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    def mebibytes(quantity: str) -> int:
+        number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+        return int(number) * (1024 if unit == "Gi" else 1)
+
+    (container,) = one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
+    resources = container["resources"]
+    # bench/scale.py at 10,000 sessions: ~190 MiB peak; 381 MiB with retention under
+    # churn; plus the bodies in flight (8 requests x 16 MiB max_response_bytes).
+    assert mebibytes(resources["requests"]["memory"]) >= 190
+    assert mebibytes(resources["limits"]["memory"]) >= 381 + 8 * 16
+
+
+def test_instance_label_is_in_labels_and_selectors(
+    rendered: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    deployment = one(rendered, "Deployment")
+    service = one(rendered, "Service")
+    monitor = one(rendered, "ServiceMonitor")
+    for selector in (
+        deployment["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["template"]["metadata"]["labels"],
+        service["spec"]["selector"],
+        monitor["spec"]["selector"]["matchLabels"],
+        service["metadata"]["labels"],
+    ):
+        assert selector[INSTANCE_LABEL] == "notte-exporter"
 
 
 def test_api_key_comes_from_the_secret_as_a_file(
@@ -689,3 +747,66 @@ def test_documented_sharded_overlay_changes_replicas_and_total_shards_together(
     assert exporter_container(statefulset)["image"].startswith(
         "registry.example.com/notte-exporter:"
     )
+
+
+# --- Kubernetes, two accounts side by side in one namespace ------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_accounts() -> list[dict[str, Any]]:
+    return kustomize(KUSTOMIZE_TWO_ACCOUNTS)
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_two_accounts_overlay_passes_strict_schema_validation(
+    two_accounts: list[dict[str, Any]], version: str
+) -> None:
+    for doc in two_accounts:
+        if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_two_accounts_run_side_by_side_without_seeing_each_other(
+    two_accounts: list[dict[str, Any]],
+) -> None:
+    deployments = of_kind(two_accounts, "Deployment")
+    services = of_kind(two_accounts, "Service")
+    monitors = of_kind(two_accounts, "ServiceMonitor")
+    secrets = of_kind(two_accounts, "Secret")
+    assert len(deployments) == len(services) == len(monitors) == len(secrets) == 2
+    for kind in ("Deployment", "Service", "ServiceMonitor", "Secret"):
+        names = {doc["metadata"]["name"] for doc in of_kind(two_accounts, kind)}
+        assert len(names) == 2, f"each account has a {kind} of its own"
+    assert {doc["metadata"]["namespace"] for doc in two_accounts} == {"monitoring"}
+    # The rules and the dashboards once: two PrometheusRules would fire every alert twice.
+    assert len(of_kind(two_accounts, "PrometheusRule")) == 1
+    assert len(of_kind(two_accounts, "ConfigMap")) == len(DASHBOARDS)
+    instances = set()
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]
+        pod_labels = pod["metadata"]["labels"]
+        instance = pod_labels[INSTANCE_LABEL]
+        instances.add(instance)
+        assert deployment["spec"]["selector"]["matchLabels"][INSTANCE_LABEL] == instance
+        # Exactly one Service selects this pod, and exactly one ServiceMonitor that Service.
+        (service,) = [s for s in services if s["spec"]["selector"].items() <= pod_labels.items()]
+        (monitor,) = [
+            m
+            for m in monitors
+            if m["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        ]
+        # The job label is the Service's name: the alert rules' selector must match it.
+        assert re.fullmatch(".*notte-exporter.*", service["metadata"]["name"])
+        assert monitor["metadata"]["labels"][INSTANCE_LABEL] == instance
+        # Each account mounts its own key.
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        secret_name = volumes["api-key"]["secret"]["secretName"]
+        (secret,) = [s for s in secrets if s["metadata"]["name"] == secret_name]
+        assert secret["metadata"]["labels"][INSTANCE_LABEL] == instance
+    assert len(instances) == 2
+    keys = {base64.b64decode(secret["data"]["api-key"]) for secret in secrets}
+    assert len(keys) == 2

@@ -2,16 +2,21 @@
 
 The simulator serves a seeded world on 127.0.0.1; the exporter runs as
 `python -m exporter` against it; Debian's `prometheus` scrapes the exporter every
-second and evaluates the repository's alert rules. The test then makes things happen
-while Prometheus watches (traffic, sessions ending in every status, a session that
-disappears, API errors), and checks what users see:
+second and evaluates the repository's alert rules. The test takes the fleet through
+three states while Prometheus watches, and in each checks what users see:
 
-- every panel query of every dashboard, template variables filled in, runs through
-  Prometheus's HTTP API without error and returns data;
-- every dashboard variable query finds its values;
-- every alert rule evaluates without error; `NotteSessionErrored` and
-  `NotteSessionTimedOut` fire for exactly the errored and timed-out sessions, and
-  `NotteExporterDown` does not fire.
+1. healthy: sessions live (one authenticating) and one closes normally; no error;
+2. with failures: sessions error and time out (one of them lives three seconds between
+   two polls, for the sweep to catch), one disappears, the API fails now and then;
+3. mid-outage: every API request fails.
+
+In each, every panel query of every dashboard, template variables filled in, runs
+through Prometheus's HTTP API without error and returns data, except the few that are
+empty by design in that state (`EMPTY_BY_DESIGN`, each with the reason the README
+gives). After the failures, every dashboard variable query finds its values, every
+alert rule evaluates without error, `NotteSessionErrored` and `NotteSessionTimedOut`
+fire for exactly the sessions that ended badly while the exporter watched (not for the
+configured sessions that ended hours ago), and `NotteExporterDown` does not fire.
 
 `prometheus` must be installed (Debian package prometheus): this test fails rather
 than skips without it.
@@ -46,9 +51,11 @@ RULES = ROOT / "deploy" / "prometheus" / "rules"
 JOB = "notte-exporter"
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
-# The seeded world: sessions that ended before the exporter started (configured, as
-# the active list does not show them), sessions that end while Prometheus watches
-# (discovered), one that stays active, and a configured one that disappears (404).
+# The seeded world: sessions that ended hours before the exporter started (configured
+# from phase 2, through the IDs file: the active list does not show them), sessions
+# that end while Prometheus watches (discovered), one that stays active, one waiting
+# for a managed-auth login, a configured one that disappears (404), and, in phase 2, one
+# that starts and errors between two polls.
 PAST_CLOSED = "e2e-past-closed"
 PAST_ERROR = "e2e-past-error"
 PAST_TIMED_OUT = "e2e-past-timed-out"
@@ -56,22 +63,37 @@ LIVE_CLOSED = "e2e-live-closed"
 LIVE_ERROR = "e2e-live-error"
 LIVE_TIMED_OUT = "e2e-live-timed-out"
 STAYS_ACTIVE = "e2e-stays-active"
+AUTHENTICATING = "e2e-authenticating"
 GONE = "e2e-gone"
+QUICK_ERROR = "e2e-quick-error"
 PAST_ERROR_MESSAGE = "Proxy authentication failed (407)"
 LIVE_ERROR_MESSAGE = "Navigation timeout of 30000 ms exceeded"
-CONFIGURED = (PAST_CLOSED, PAST_ERROR, PAST_TIMED_OUT, GONE)
-OURS = (*CONFIGURED, LIVE_CLOSED, LIVE_ERROR, LIVE_TIMED_OUT, STAYS_ACTIVE)
-ERRORED = {PAST_ERROR: PAST_ERROR_MESSAGE, LIVE_ERROR: LIVE_ERROR_MESSAGE}
-TIMED_OUT = {PAST_TIMED_OUT, LIVE_TIMED_OUT}
+QUICK_ERROR_MESSAGE = "Browser failed to start"
+PAST = (PAST_CLOSED, PAST_ERROR, PAST_TIMED_OUT)
+LIVE = (LIVE_CLOSED, LIVE_ERROR, LIVE_TIMED_OUT, STAYS_ACTIVE, AUTHENTICATING, GONE)
+# Alerts fire for the sessions that ended badly while the exporter watched, not for
+# the configured ones that ended two hours ago.
+ERRORED = {LIVE_ERROR: LIVE_ERROR_MESSAGE, QUICK_ERROR: QUICK_ERROR_MESSAGE}
+TIMED_OUT = {LIVE_TIMED_OUT}
 
-# Panel queries (dashboard uid, panel title, refId) that are empty by design for the
-# session the detail dashboard shows (an errored one): they read series exported for
-# active sessions only, and the panel says "not active" then. They are checked to be
-# empty for the errored session, and to return data for an active one.
+# Panel queries (dashboard uid, panel title) that are empty by design in a state, with
+# the reason; the README's "Panels that can be empty" says the same. The detail
+# dashboard shows an ended session in every state (closed, then errored).
 ACTIVE_ONLY = {
-    ("notte-session-detail", "Idle time remaining", "A"),
-    ("notte-session-detail", "Max duration remaining", "A"),
+    ("notte-session-detail", "Idle time remaining"): "series of live sessions only",
+    ("notte-session-detail", "Max duration remaining"): "series of live sessions only",
 }
+EMPTY_BY_DESIGN: dict[str, dict[tuple[str, str], str]] = {
+    "healthy": {
+        **ACTIVE_ONLY,
+        ("notte-sessions-overview", "Recently errored sessions"): "no session errored",
+        ("notte-session-detail", "Error"): "the session reported no error",
+    },
+    "failures": ACTIVE_ONLY,
+    "outage": ACTIVE_ONLY,
+}
+# The session the detail dashboard shows in each state.
+DETAIL_SESSION = {"healthy": LIVE_CLOSED, "failures": LIVE_ERROR, "outage": LIVE_ERROR}
 
 T = TypeVar("T")
 
@@ -232,13 +254,19 @@ def describe(query: PanelQuery) -> str:
 def world() -> SimulatedNotte:
     world = SimulatedNotte(seed=2024, target_active=4)
     world.populate(active=4)
-    world.add_session(PAST_CLOSED, status="closed")
-    world.add_session(PAST_ERROR, status="error", error=PAST_ERROR_MESSAGE)
-    world.add_session(PAST_TIMED_OUT, status="timed_out")
     now = time.time()
-    for session_id in (LIVE_CLOSED, LIVE_ERROR, LIVE_TIMED_OUT, STAYS_ACTIVE, GONE):
+    long_ago = {
+        "created_at": iso(now - 7300),
+        "last_accessed_at": iso(now - 7250),
+        "closed_at": iso(now - 7200),
+    }
+    world.add_session(PAST_CLOSED, status="closed", **long_ago)
+    world.add_session(PAST_ERROR, status="error", error=PAST_ERROR_MESSAGE, **long_ago)
+    world.add_session(PAST_TIMED_OUT, status="timed_out", **long_ago)
+    for session_id in LIVE:
         world.add_session(
             session_id,
+            status="authenticating" if session_id == AUTHENTICATING else "active",
             created_at=iso(now - 30),
             last_accessed_at=iso(now - 5),
             idle_timeout_minutes=5,
@@ -258,11 +286,18 @@ def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def exporter(api: SimulatorServer, tmp_path: Path) -> Iterator[tuple[Running, str]]:
+def ids_file(tmp_path: Path) -> Path:
+    """The configured session IDs, re-read by the exporter every poll."""
+    path = tmp_path / "session-ids"
+    path.write_text(f"{GONE}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def exporter(api: SimulatorServer, ids_file: Path, tmp_path: Path) -> Iterator[tuple[Running, str]]:
     argv = [sys.executable, "-m", "exporter", "--api-url", api.url, "--api-key", API_KEY]
     argv += ["--listen-address", "127.0.0.1:0", "--poll-interval", "1", "--request-timeout", "2"]
-    for session_id in CONFIGURED:
-        argv += ["--session-id", session_id]
+    argv += ["--session-ids-file", str(ids_file)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTTE_")}
     # The working directory holds no .env file, so only these flags count.
     process = Running.start("the exporter", argv, tmp_path / "exporter.log", env=env, cwd=tmp_path)
@@ -343,9 +378,55 @@ def prometheus(exporter: tuple[Running, str], tmp_path: Path) -> Iterator[Promet
 # -- the test -----------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(180)
+def check_panels(prometheus: PrometheusApi, state: str, start: float, end: float) -> list[str]:
+    """Every panel query in `state`: data, or empty where EMPTY_BY_DESIGN says so."""
+    failures: list[str] = []
+    empty = EMPTY_BY_DESIGN[state]
+    queries = all_panel_queries({"session_id": DETAIL_SESSION[state], "job": JOB})
+    assert queries, "no panel queries found in dashboards/"
+    keys = {(q.dashboard_uid, q.panel_title) for q in queries}
+    assert keys >= empty.keys(), f"stale EMPTY_BY_DESIGN entries: {empty.keys() - keys}"
+    for query in queries:
+        try:
+            if query.instant:
+                data = prometheus.query(query.expr)
+            else:
+                data = prometheus.query_range(query.expr, start, end)
+        except PrometheusError as exc:
+            failures.append(f"[{state}] {describe(query)}\n    error: {exc}")
+            continue
+        found = problem(data)
+        reason = empty.get((query.dashboard_uid, query.panel_title))
+        if reason is not None:
+            if found != "empty result":
+                failures.append(
+                    f"[{state}] {describe(query)}\n    should be empty ({reason}), got "
+                    f"{data['result']}"
+                )
+        elif found:
+            failures.append(f"[{state}] {describe(query)}\n    {found}")
+    # The active-only panels return data for a live session, active or authenticating.
+    for session_id in (STAYS_ACTIVE, AUTHENTICATING):
+        for query in all_panel_queries({"session_id": session_id, "job": JOB}):
+            if (query.dashboard_uid, query.panel_title) in ACTIVE_ONLY:
+                found = problem(prometheus.query(query.expr))
+                if found:
+                    failures.append(f"[{state}] {describe(query)}\n    for {session_id}: {found}")
+    return failures
+
+
+def range_until_now(start: float) -> tuple[float, float]:
+    """A range whose last step is now, so it includes the samples just seen."""
+    end = time.time()
+    return end - math.floor(end - start), end
+
+
+@pytest.mark.timeout(300)
 def test_dashboards_and_alerts_work_on_a_real_prometheus(
-    world: SimulatedNotte, exporter: tuple[Running, str], prometheus: PrometheusApi
+    world: SimulatedNotte,
+    ids_file: Path,
+    exporter: tuple[Running, str],
+    prometheus: PrometheusApi,
 ) -> None:
     exporter_process, exporter_address = exporter
     processes = (exporter_process, prometheus.process)
@@ -360,20 +441,46 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
     ) -> T:
         return eventually(what, check, timeout=timeout, alive=processes, describe=describe)
 
-    # 1. A few scrapes of every session of ours while the live ones are active.
-    ours = "|".join(OURS)
+    def ended_by_status() -> dict[str, float]:
+        return {
+            series["metric"]["status"]: float(series["value"][1])
+            for series in prometheus.query(
+                f"sum by (status) (notte_sessions_ended_total{{{sel}}})"
+            )["result"]
+        }
+
+    # -- 1. A healthy fleet: a few scrapes of every live session, one closes normally.
+    live = "|".join(LIVE)
     wait(
-        "three scrapes of every test session",
+        "three scrapes of every live test session",
         lambda: (
             prometheus.value(
                 "count(count by (session_id) (count_over_time(notte_session_status"
-                f'{{{sel}, session_id=~"{ours}", status="active"}}[5m]) >= 3))'
+                f'{{{sel}, session_id=~"{live}", status=~"active|authenticating"}}[5m]) >= 3))'
             )
-            == len(OURS)
+            == len(LIVE)
         ),
     )
+    world.end_session(LIVE_CLOSED, "closed")
+    wait(
+        "the normal ending reaches Prometheus, twice",
+        lambda: (
+            ended_by_status().get("closed") == 1.0
+            and (
+                prometheus.value(
+                    f"count_over_time(notte_session_closed_timestamp_seconds{{{sel}, "
+                    f'session_id="{LIVE_CLOSED}"}}[5m])'
+                )
+                or 0
+            )
+            >= 2
+        ),
+    )
+    failures = check_panels(prometheus, "healthy", *range_until_now(start))
 
-    # 2. Traffic on the session that is about to error; a failing API answer.
+    # -- 2. Failures: traffic, then sessions end badly, one disappears, API errors, the
+    # old sessions join the configuration, and one session lives 3 s between two polls.
+    ids_file.write_text("\n".join((GONE, *PAST)) + "\n", encoding="utf-8")
     world.update_session(
         LIVE_ERROR,
         network_request_bytes=9_000,
@@ -396,73 +503,45 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
             )
         ),
     )
-
-    # 3. Sessions end in every status, one disappears, the API fails once more.
     world.end_session(LIVE_ERROR, "error", error=LIVE_ERROR_MESSAGE)
     world.end_session(LIVE_TIMED_OUT, "timed_out")
-    world.end_session(LIVE_CLOSED, "closed")
     world.delete_session(GONE)
+    now = time.time()
+    world.add_session(
+        QUICK_ERROR,
+        status="error",
+        error=QUICK_ERROR_MESSAGE,
+        created_at=iso(now - 3),
+        last_accessed_at=iso(now - 2),
+        closed_at=iso(now),
+    )
     world.inject(Fault(endpoint="list_sessions", status=500, count=1))
 
-    def seen_ending() -> bool:
-        ended = {
-            series["metric"]["status"]: float(series["value"][1])
-            for series in prometheus.query(
-                f"sum by (status) (notte_sessions_ended_total{{{sel}}})"
-            )["result"]
-        }
+    def seen_failing() -> bool:
         dropped = prometheus.value(
             f'notte_exporter_sessions_dropped_total{{{sel}, reason="not_found"}}'
         )
         errors = prometheus.value(f'sum(notte_exporter_api_requests_total{{{sel}, code="500"}})')
+        past = prometheus.value(
+            f'count(notte_session_status{{{sel}, session_id=~"{"|".join(PAST)}"}} == 1)'
+        )
+        # The old sessions are exported but not counted (they ended before the start);
+        # the quick one, caught by the sweep, is.
         return (
-            ended == {"closed": 1.0, "error": 1.0, "timed_out": 1.0}
+            ended_by_status() == {"closed": 1.0, "error": 2.0, "timed_out": 1.0}
             and dropped == 1.0
             and errors == 2.0
+            and past == len(PAST)
         )
 
-    wait("the endings, the drop and the second API error reach Prometheus", seen_ending)
-    # A range whose last step is now, so it includes the samples just seen.
-    end = time.time()
-    start = end - math.floor(end - start)
+    wait("the endings, the drop and the second API error reach Prometheus", seen_failing)
+    start, end = range_until_now(start)
+    failures += check_panels(prometheus, "failures", start, end)
 
-    # 4. Every panel query of every dashboard, for the errored session.
-    failures: list[str] = []
-    variables = {"session_id": LIVE_ERROR, "job": JOB}
-    queries = all_panel_queries(variables)
-    assert queries, "no panel queries found in dashboards/"
-    keys = {(q.dashboard_uid, q.panel_title, q.ref_id) for q in queries}
-    assert keys >= ACTIVE_ONLY, f"stale ACTIVE_ONLY entries: {ACTIVE_ONLY - keys}"
-    for query in queries:
-        try:
-            if query.instant:
-                data = prometheus.query(query.expr)
-            else:
-                data = prometheus.query_range(query.expr, start, end)
-        except PrometheusError as exc:
-            failures.append(f"{describe(query)}\n    error: {exc}")
-            continue
-        found = problem(data)
-        if (query.dashboard_uid, query.panel_title, query.ref_id) in ACTIVE_ONLY:
-            if found != "empty result":
-                failures.append(
-                    f"{describe(query)}\n    should be empty for an errored session, got "
-                    f"{data['result']}"
-                )
-        elif found:
-            failures.append(f"{describe(query)}\n    {found}")
-
-    # The active-only panels return data for an active session.
-    for query in all_panel_queries({"session_id": STAYS_ACTIVE, "job": JOB}):
-        if (query.dashboard_uid, query.panel_title, query.ref_id) in ACTIVE_ONLY:
-            found = problem(prometheus.query(query.expr))
-            if found:
-                failures.append(f"{describe(query)}\n    for an active session: {found}")
-
-    # 5. Every template variable finds its values, including the ones the test used.
+    # Every template variable finds its values, including the ones the test used.
     expected = {"job": JOB, "instance": exporter_address, "session_id": LIVE_ERROR}
     for board in load_dashboards().values():
-        for variable in variable_queries(board, variables):
+        for variable in variable_queries(board, {"session_id": LIVE_ERROR, "job": JOB}):
             values = prometheus.get(
                 f"/api/v1/label/{variable.label}/values",
                 **{"match[]": variable.selector, "start": start, "end": end},
@@ -474,7 +553,7 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
                     f"{expected.get(variable.name)!r} not in {values}"
                 )
 
-    # 6. Every alert rule evaluates cleanly.
+    # Every alert rule evaluates cleanly.
     for group in prometheus.get("/api/v1/rules")["groups"]:
         for rule in group["rules"]:
             if rule.get("health") != "ok":
@@ -482,9 +561,7 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
                     f"rule {rule['name']}: health {rule.get('health')}: {rule.get('lastError')}"
                 )
 
-    assert not failures, f"{len(failures)} problem(s):\n" + "\n".join(failures)
-
-    # 7. The alerts: errored and timed-out sessions fire, the exporter is not down.
+    # The alerts: the sessions that ended badly fire, the exporter is not down.
     def firing_alerts() -> list[dict[str, Any]]:
         return [alert for alert in prometheus.alerts() if alert["state"] == "firing"]
 
@@ -496,7 +573,7 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
         }
 
     wait(
-        "NotteSessionErrored and NotteSessionTimedOut fire for exactly the ended sessions",
+        "NotteSessionErrored and NotteSessionTimedOut fire for exactly the recent endings",
         lambda: (
             firing("NotteSessionErrored").keys() == ERRORED.keys()
             and firing("NotteSessionTimedOut").keys() == TIMED_OUT
@@ -527,4 +604,13 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
     assert rules["NotteExporterDown"]["state"] != "firing", rules["NotteExporterDown"]
     assert "NotteExporterDown" not in {a["labels"]["alertname"] for a in firing_alerts()}
 
+    # -- 3. Mid-outage: every request fails; the last known values stay exported.
+    world.inject(Fault(endpoint="any", status=503))
+    wait(
+        "the outage reaches Prometheus (notte_up 0 for a few scrapes)",
+        lambda: prometheus.value(f"max_over_time(notte_up{{{sel}}}[3s])") == 0,
+    )
+    failures += check_panels(prometheus, "outage", *range_until_now(start))
+
+    assert not failures, f"{len(failures)} problem(s):\n" + "\n".join(failures)
     assert "Traceback" not in exporter_process.log(), exporter_process.log()[-4000:]

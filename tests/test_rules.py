@@ -1,4 +1,5 @@
-"""Alert rules (deploy/prometheus) and the example Alertmanager configuration.
+"""Alert rules (deploy/prometheus: the mixin's template and config, the rule file they
+render) and the example Alertmanager configuration.
 
 promtool and amtool must be installed (Debian packages prometheus and
 prometheus-alertmanager): these tests fail rather than skip without them.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "notte-exporter.rules.yml"
+GENERATE = ROOT / "deploy" / "prometheus" / "generate.py"
+MIXIN = ROOT / "deploy" / "prometheus" / "mixin"
 RULE_TESTS = sorted((ROOT / "deploy" / "prometheus" / "tests").glob("*.test.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
@@ -31,6 +35,15 @@ PER_SESSION = {
 # Of those, the ones about a session that ended: its series vanish after the
 # exporter's retention.
 ENDED_SESSION = {"NotteSessionErrored", "NotteSessionTimedOut"}
+# Alerts whose unit tests must show them resolving while the exporter still runs.
+MUST_RESOLVE = {
+    *ENDED_SESSION,
+    "NotteExporterSessionsDeferred",
+    "NotteExporterShardsMissing",
+    "NotteExporterSessionLimitReached",
+}
+# About the exporter rather than the sessions: warnings, as kube-prometheus' TargetDown.
+EXPORTER_ALERTS_MAX_SEVERITY = "warning"
 
 
 def tool(name: str, package: str) -> str:
@@ -43,9 +56,43 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT, timeout=60)
 
 
-def alerts() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+def alerts(path: Path = RULES) -> list[dict[str, Any]]:
+    groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def test_rule_file_is_what_the_mixin_renders() -> None:
+    result = run(sys.executable, str(GENERATE), "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_selector_and_runbook_url_come_from_the_config_alone(tmp_path: Path) -> None:
+    template = (MIXIN / "alerts.yml").read_text(encoding="utf-8")
+    assert not re.search(r"job=[~\"]", template)  # the annotations' job=%q is the alert's own
+    assert "https://" not in template
+    override = tmp_path / "mine.yml"
+    override.write_text(
+        'selector: \'job="notte", cluster="eu"\'\nrunbookUrl: https://wiki.example.com/notte\n'
+    )
+    out = tmp_path / "mine.rules.yml"
+    result = run(sys.executable, str(GENERATE), "--config", str(override), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    promtool = tool("promtool", "prometheus")
+    checked = run(promtool, "check", "rules", "--lint=all", "--lint-fatal", str(out))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for rule in alerts(out):
+        selectors = re.findall(r"\b([a-z_]+)\{([^}]*)\}", rule["expr"])
+        assert selectors, rule["alert"]
+        for metric, matchers in selectors:
+            assert matchers.startswith('job="notte", cluster="eu"'), (rule["alert"], metric)
+        assert rule["annotations"]["runbook_url"] == (
+            f"https://wiki.example.com/notte#{rule['alert'].lower()}"
+        )
+    # An unknown key is refused rather than silently ignored.
+    override.write_text("selectr: 'job=\"x\"'\n")
+    result = run(sys.executable, str(GENERATE), "--config", str(override), "--out", str(out))
+    assert result.returncode != 0
+    assert "selectr" in result.stderr
 
 
 def github_anchor(heading: str) -> str:
@@ -79,6 +126,25 @@ def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
     assert names - silent == set(), "alerts never tested not firing"
 
 
+def test_every_alert_change_has_a_unit_test_that_resolves() -> None:
+    resolved: set[str] = set()
+    for path in RULE_TESTS:
+        for case in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
+            checks = case.get("alert_rule_test", [])
+            fired: set[str] = set()
+            for check in sorted(checks, key=lambda c: duration(str(c["eval_time"]))):
+                if check.get("exp_alerts"):
+                    fired.add(check["alertname"])
+                elif check["alertname"] in fired:
+                    resolved.add(check["alertname"])
+    assert MUST_RESOLVE - resolved == set()
+
+
+def duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+)([smh])", text))
+
+
 def test_per_session_alerts_survive_the_series_being_dropped() -> None:
     by_name = {rule["alert"]: rule for rule in alerts()}
     for name in ENDED_SESSION:
@@ -86,6 +152,9 @@ def test_per_session_alerts_survive_the_series_being_dropped() -> None:
         # No `for`: the first evaluation that sees the session must fire.
         assert rule.get("for", "0s") in {"0s", "0m"}, name
         assert re.search(r"max_over_time\(notte_session_status\{[^}]*\}\[\d+m\]\)", rule["expr"])
+        # ...and it ends: only sessions that ended recently fire.
+        assert "offset 10m" in rule["expr"], name
+        assert "notte_session_closed_timestamp_seconds" in rule["expr"], name
     # The unit tests include series that go stale (dropped by the exporter).
     text = "".join(path.read_text(encoding="utf-8") for path in RULE_TESTS)
     assert "stale" in text
@@ -116,7 +185,10 @@ def test_alerts_are_named_labelled_and_annotated() -> None:
             assert "$labels.session_id" in annotations["summary"], name
     assert names >= PER_SESSION
     assert len(anchors) == len(names), "one runbook section per alert, no more"
-    assert {"info", "warning", "critical"} == {r["labels"]["severity"] for r in alerts()}
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    (exporter_group,) = [group for group in groups if group["name"] == "notte-exporter"]
+    for rule in exporter_group["rules"]:
+        assert rule["labels"]["severity"] == EXPORTER_ALERTS_MAX_SEVERITY, rule["alert"]
 
 
 def test_alertmanager_config_is_valid() -> None:
@@ -137,7 +209,8 @@ def test_alertmanager_groups_per_session_alerts_into_one_notification() -> None:
         (["alertname=NotteSessionErrored", "severity=warning", "session_id=a"], "notte-sessions"),
         (["alertname=NotteSessionTimedOut", "severity=warning", "session_id=a"], "notte-sessions"),
         (["alertname=NotteSessionIdleTimeoutSoon", "severity=info", "session_id=a"], "notte-info"),
-        (["alertname=NotteApiDown", "severity=critical"], "notte-ops"),
+        (["alertname=NotteApiDown", "severity=warning"], "notte-ops"),
+        (["alertname=NotteExporterShardsMissing", "severity=warning"], "notte-ops"),
         (["alertname=NotteExporterPollingStale", "severity=warning"], "notte-ops"),
     ],
 )

@@ -1,0 +1,312 @@
+"""The "Notte / Exporter health" dashboard: notte-exporter itself, its view of the Notte
+API, what it covers (sweep, deferral, shards), what it tracks, and its process."""
+
+from __future__ import annotations
+
+from dashboards.panels import (
+    DATASOURCE,
+    EXPORTER,
+    HEALTH_UID,
+    JOB,
+    dashboard,
+    finish,
+    fixed_color,
+    graph,
+    query,
+    single,
+    thresholds,
+    value_mappings,
+)
+from dashboards.sdk import common, dash, dash_model
+
+
+def exporter_health() -> dash_model.Dashboard:
+    up_mappings = value_mappings({"0": ("down", "red"), "1": ("up", "green")})
+    requests = f"notte_exporter_api_requests_total{{{EXPORTER}}}"
+    failed_requests = f'notte_exporter_api_requests_total{{{EXPORTER}, code!~"2..|404"}}'
+    board = (
+        dashboard(
+            HEALTH_UID,
+            "Notte / Exporter health",
+            "notte-exporter itself: can it reach the Notte API, how its poll cycles and API "
+            "requests go, what it tracks and drops, and its process resources.",
+        )
+        .with_variable(
+            dash.QueryVariable("instance")
+            .label("Instance")
+            .description("notte-exporter replicas (one per shard).")
+            .datasource(DATASOURCE)
+            .query(f"label_values(notte_exporter_build_info{{{JOB}}}, instance)")
+            .definition(f"label_values(notte_exporter_build_info{{{JOB}}}, instance)")
+            .refresh(dash_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dash_model.VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".+")
+        )
+        .with_row(dash.Row("Status"))
+        .with_panel(
+            single(
+                "Notte API (notte_up)",
+                "1 (up) when the exporter's last poll cycle reached the Notte API and was "
+                "authorised; 0 (down) otherwise. NotteApiDown fires after 5 minutes down.",
+                "none",
+                query(f"notte_up{{{EXPORTER}}}", "{{instance}}", instant=True),
+            )
+            .mappings(up_mappings)
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        )
+        .with_panel(
+            single(
+                "Scrape target",
+                "Prometheus' own `up` for the exporter: 0 means the exporter cannot be scraped.",
+                "none",
+                query(f"up{{{EXPORTER}}}", "{{instance}}", instant=True),
+            )
+            .mappings(up_mappings)
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        )
+        .with_panel(
+            single(
+                "Time since last successful poll",
+                "Seconds since the exporter last completed a successful poll cycle; it should "
+                "stay below a few poll intervals (notte_exporter_poll_interval_seconds, 15 s by "
+                "default). Empty if no cycle ever succeeded.",
+                "s",
+                query(
+                    "time() - max by (instance) "
+                    f"(notte_exporter_last_poll_success_timestamp_seconds{{{EXPORTER}}} > 0)",
+                    "{{instance}}",
+                    instant=True,
+                ),
+            )
+            .thresholds(thresholds("green", (60, "orange"), (180, "red")))
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .no_value("never")
+        )
+        .with_panel(
+            single(
+                "Version",
+                "notte-exporter version of each instance (notte_exporter_build_info).",
+                "none",
+                query(
+                    f"max by (instance, version) (notte_exporter_build_info{{{EXPORTER}}})",
+                    "{{version}}",
+                    instant=True,
+                ),
+            ).text_mode(common.BigValueTextMode.NAME)
+        )
+        .with_row(dash.Row("Polling"))
+        .with_panel(
+            graph(
+                "Poll cycle duration",
+                "How long poll cycles take: median, 99th percentile and mean "
+                "(notte_exporter_poll_duration_seconds).",
+                "s",
+                query(
+                    "histogram_quantile(0.5, sum by (le) "
+                    f"(rate(notte_exporter_poll_duration_seconds_bucket{{{EXPORTER}}}[$__rate_interval])))",
+                    "p50",
+                ),
+                query(
+                    "histogram_quantile(0.99, sum by (le) "
+                    f"(rate(notte_exporter_poll_duration_seconds_bucket{{{EXPORTER}}}[$__rate_interval])))",
+                    "p99",
+                    ref="B",
+                ),
+                query(
+                    "sum(rate("
+                    f"notte_exporter_poll_duration_seconds_sum{{{EXPORTER}}}[$__rate_interval])) / "
+                    "sum(rate("
+                    f"notte_exporter_poll_duration_seconds_count{{{EXPORTER}}}[$__rate_interval]))",
+                    "mean",
+                    ref="C",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Poll cycles per minute, by result",
+                "Poll cycles per minute that succeeded or failed (notte_exporter_polls_total).",
+                "cpm",
+                query(
+                    "sum by (result) "
+                    f"(rate(notte_exporter_polls_total{{{EXPORTER}}}[$__rate_interval])) * 60",
+                    "{{result}}",
+                ),
+            )
+            .override_by_name("success", [fixed_color("green")])
+            .override_by_name("failure", [fixed_color("red")])
+        )
+        .with_row(dash.Row("Notte API"))
+        .with_panel(
+            graph(
+                "API requests by endpoint and code",
+                "Requests per second to the Notte API, by endpoint and HTTP status (`error` is a "
+                "transport failure or timeout).",
+                "reqps",
+                query(
+                    "sum by (endpoint, code) "
+                    f"(rate(notte_exporter_api_requests_total{{{EXPORTER}}}[$__rate_interval]))",
+                    "{{endpoint}} {{code}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "API error ratio",
+                "Share of Notte API requests that failed (transport error, 4xx other than 404, "
+                "5xx), by endpoint. NotteApiErrorRateHigh fires above 10 % over 10 minutes.",
+                "percentunit",
+                query(
+                    # The failed requests have no series until the first failure: `or`
+                    # a zero per endpoint, so a healthy API draws 0 rather than nothing.
+                    f"(sum by (endpoint) (rate({failed_requests}[$__rate_interval])) "
+                    f"or 0 * sum by (endpoint) (rate({requests}[$__rate_interval]))) "
+                    f"/ sum by (endpoint) (rate({requests}[$__rate_interval]))",
+                    "{{endpoint}}",
+                ),
+                width=8,
+            )
+            .min(0)
+            .max(1)
+        )
+        .with_panel(
+            graph(
+                "API request latency",
+                "Notte API request duration by endpoint: median and 99th percentile "
+                "(notte_exporter_api_request_duration_seconds).",
+                "s",
+                query(
+                    "histogram_quantile(0.5, sum by (endpoint, le) "
+                    f"(rate(notte_exporter_api_request_duration_seconds_bucket{{{EXPORTER}}}[$__rate_interval])))",
+                    "{{endpoint}} p50",
+                ),
+                query(
+                    "histogram_quantile(0.99, sum by (endpoint, le) "
+                    f"(rate(notte_exporter_api_request_duration_seconds_bucket{{{EXPORTER}}}[$__rate_interval])))",
+                    "{{endpoint}} p99",
+                    ref="B",
+                ),
+                width=8,
+            )
+        )
+        .with_row(dash.Row("Coverage"))
+        .with_panel(
+            single(
+                "Sweep",
+                "on while the sweep lists the newest sessions of any status each cycle, so that "
+                "sessions shorter than a poll interval are seen (notte_exporter_sweep_enabled); "
+                "off when --no-sweep or --no-discovery is set, or when the sweep turned itself "
+                "off because the API lists sessions in no time order. "
+                "NotteExporterSweepDisabled fires while it is off.",
+                "none",
+                query(f"notte_exporter_sweep_enabled{{{EXPORTER}}}", "{{instance}}", instant=True),
+                height=8,
+            )
+            .mappings(value_mappings({"0": ("off", "orange"), "1": ("on", "green")}))
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        )
+        .with_panel(
+            graph(
+                "Deferred sessions",
+                "Sessions the last poll cycle had no time to fetch; the next cycle asks them "
+                "first (notte_exporter_deferred_sessions). Above 0 for long, the API is too slow "
+                "for the poll interval and concurrency: NotteExporterSessionsDeferred fires "
+                "after 15 minutes.",
+                "short",
+                query(
+                    f"max by (instance) (notte_exporter_deferred_sessions{{{EXPORTER}}})",
+                    "{{instance}}",
+                ),
+            ).min(0)
+        )
+        .with_panel(
+            single(
+                "Shards",
+                "Each replica's shard (notte_exporter_shard_ordinal) out of the number of "
+                "shards it was given (notte_exporter_total_shards). Every shard from 0 to "
+                "total - 1 should appear once: NotteExporterShardsMissing and "
+                "NotteExporterShardingMismatch fire otherwise.",
+                "none",
+                query(
+                    f"max by (instance) (notte_exporter_shard_ordinal{{{EXPORTER}}})",
+                    "{{instance}} shard",
+                    instant=True,
+                ),
+                query(
+                    f"max(notte_exporter_total_shards{{{EXPORTER}}})",
+                    "total shards",
+                    ref="B",
+                    instant=True,
+                ),
+                height=8,
+            ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        )
+        .with_row(dash.Row("Tracked sessions"))
+        .with_panel(
+            graph(
+                "Tracked sessions by source",
+                "Sessions the exporter tracks, configured (by ID) or discovered "
+                "(notte_exporter_tracked_sessions).",
+                "short",
+                query(
+                    f"sum by (source) (notte_exporter_tracked_sessions{{{EXPORTER}}})",
+                    "{{source}}",
+                ),
+            ).min(0)
+        )
+        .with_panel(
+            graph(
+                "Dropped sessions per minute, by reason",
+                "Sessions dropped per minute: retention (ended and kept long enough), "
+                "not_found (the API answered 404), limit (the max-sessions cap; "
+                "NotteExporterSessionLimitReached fires).",
+                "cpm",
+                query(
+                    "sum by (reason) "
+                    "(rate(notte_exporter_sessions_dropped_total"
+                    f"{{{EXPORTER}}}[$__rate_interval])) * 60",
+                    "{{reason}}",
+                ),
+            ).override_by_name("limit", [fixed_color("red")])
+        )
+        .with_row(dash.Row("Process"))
+        .with_panel(
+            graph(
+                "Memory",
+                "Resident memory of each exporter process (process_resident_memory_bytes).",
+                "bytes",
+                query(f"process_resident_memory_bytes{{{EXPORTER}}}", "{{instance}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "CPU",
+                "CPU used by each exporter process; 100 % is one core "
+                "(rate of process_cpu_seconds_total).",
+                "percentunit",
+                query(
+                    f"rate(process_cpu_seconds_total{{{EXPORTER}}}[$__rate_interval])",
+                    "{{instance}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Open file descriptors",
+                "Open file descriptors of each exporter process, against its limit.",
+                "short",
+                query(f"process_open_fds{{{EXPORTER}}}", "{{instance}} open"),
+                query(f"process_max_fds{{{EXPORTER}}}", "{{instance}} max", ref="B"),
+                width=8,
+            )
+        )
+    )
+    return finish(board.build())

@@ -1,0 +1,472 @@
+"""The "Notte / Sessions overview" dashboard: the fleet now and over time, endings by
+status and close reason, network, durations, and the sessions that need attention."""
+
+from __future__ import annotations
+
+from dashboards.panels import (
+    ENDED,
+    JOB,
+    LIVE,
+    OVERVIEW_UID,
+    SAME_SESSION,
+    STATUS_COLORS,
+    dashboard,
+    finish,
+    fixed_color,
+    graph,
+    legend,
+    merge_and_organize,
+    query,
+    session_links,
+    session_links_override,
+    setup,
+    single,
+    status_colors,
+    thresholds,
+    value_mappings,
+)
+from dashboards.sdk import bargauge, common, common_builder, dash, dash_model, histogram, table
+from exporter.labels import ENDED_STATUSES
+
+# The endings that count as failures, for the ratio panels and the alert they mirror.
+FAILED_STATUSES = ("error", "timed_out")
+FAILED = "|".join(FAILED_STATUSES)
+
+
+def sessions_overview() -> dash_model.Dashboard:
+    ended = f"notte_sessions_ended_total{{{JOB}}}"
+    failed = f'notte_sessions_ended_total{{{JOB}, status=~"{FAILED}"}}'
+    board = (
+        dashboard(
+            OVERVIEW_UID,
+            "Notte / Sessions overview",
+            "Notte cloud-browser sessions watched by notte-exporter: status, endings, "
+            "network and duration, and the sessions that need attention.",
+        )
+        .with_row(dash.Row("Now"))
+        .with_panel(
+            status_colors(
+                single(
+                    "Sessions by status",
+                    "Sessions tracked by the exporter right now, by status (notte_sessions). "
+                    "Ended sessions stay tracked for the exporter's retention (15 minutes by "
+                    "default).",
+                    "short",
+                    query(f"sum by (status) (notte_sessions{{{JOB}}})", "{{status}}", instant=True),
+                    width=12,
+                    height=5,
+                )
+                .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+                .color_mode(common.BigValueColorMode.BACKGROUND)
+            )
+        )
+        .with_panel(
+            status_colors(
+                single(
+                    "Sessions ended in the time range",
+                    "Sessions the exporter saw end during the dashboard's time range, by final "
+                    "status (increase of notte_sessions_ended_total).",
+                    "short",
+                    query(
+                        f"round(sum by (status) (increase({ended}[$__range])))",
+                        "{{status}}",
+                        instant=True,
+                    ),
+                    width=6,
+                    height=5,
+                )
+                .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+                .color_mode(common.BigValueColorMode.VALUE),
+                ENDED_STATUSES,
+            )
+        )
+        .with_panel(
+            single(
+                "Error and timeout ratio in the time range",
+                "Share of the sessions that ended during the time range with status error or "
+                "timed_out. Empty when no session ended.",
+                "percentunit",
+                query(
+                    f"sum(increase({failed}[$__range])) / (sum(increase({ended}[$__range])) > 0)",
+                    instant=True,
+                ),
+                width=6,
+                height=5,
+            )
+            .thresholds(thresholds("green", (0.1, "orange"), (0.2, "red")))
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .no_value("no session ended")
+        )
+        .with_row(dash.Row("Over time"))
+        .with_panel(
+            status_colors(
+                graph(
+                    "Sessions by status",
+                    "Tracked sessions by status over time (notte_sessions).",
+                    "short",
+                    query(f"sum by (status) (notte_sessions{{{JOB}}})", "{{status}}"),
+                    width=8,
+                )
+            )
+        )
+        .with_panel(
+            graph(
+                "Sessions ended per minute, by final status",
+                "How many sessions end each minute, by final status (rate of "
+                "notte_sessions_ended_total). Errors and timeouts are drawn filled so they "
+                "stand out.",
+                "cpm",
+                query(
+                    f"sum by (status) (rate({ended}[$__rate_interval])) * 60",
+                    "{{status}}",
+                ),
+                width=8,
+            )
+            .override_by_name("closed", [fixed_color(STATUS_COLORS["closed"])])
+            .override_by_name(
+                "error",
+                [
+                    fixed_color(STATUS_COLORS["error"]),
+                    dash_model.DynamicConfigValue(id_val="custom.fillOpacity", value=40),
+                    dash_model.DynamicConfigValue(id_val="custom.lineWidth", value=2),
+                ],
+            )
+            .override_by_name(
+                "timed_out",
+                [
+                    fixed_color(STATUS_COLORS["timed_out"]),
+                    dash_model.DynamicConfigValue(id_val="custom.fillOpacity", value=40),
+                    dash_model.DynamicConfigValue(id_val="custom.lineWidth", value=2),
+                ],
+            )
+        )
+        .with_panel(
+            status_colors(
+                graph(
+                    "Error and timeout ratio",
+                    "Share of ending sessions that end with status error or timed_out, over "
+                    "time. The NotteSessionFailureRatioHigh alert fires above 20 % over 30 "
+                    "minutes. Empty while no session ends.",
+                    "percentunit",
+                    query(
+                        # `> 0` guards the denominator only: a 0 ratio is data.
+                        f"sum by (status) (rate({failed}[$__rate_interval])) / ignoring (status) "
+                        f"group_left () (sum(rate({ended}[$__rate_interval])) > 0)",
+                        "{{status}}",
+                    ),
+                    width=8,
+                )
+                .min(0)
+                .max(1),
+                FAILED_STATUSES,
+            )
+        )
+        .with_panel(
+            graph(
+                "Sessions ended per minute, by close reason",
+                "How many sessions end each minute, by the API's close_reason (manual, "
+                "idle_timeout, max_duration, error, or unknown when the API gave none).",
+                "cpm",
+                query(
+                    f"sum by (close_reason) (rate({ended}[$__rate_interval])) * 60",
+                    "{{close_reason}}",
+                ),
+                width=12,
+            )
+        )
+        .with_panel(
+            single(
+                "Sessions ended in the time range, by close reason",
+                "Sessions the exporter saw end during the time range, by close_reason "
+                "(increase of notte_sessions_ended_total).",
+                "short",
+                query(
+                    f"round(sum by (close_reason) (increase({ended}[$__range])))",
+                    "{{close_reason}}",
+                    instant=True,
+                ),
+                width=12,
+                height=8,
+            ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        )
+        .with_row(dash.Row("Network"))
+        .with_panel(
+            graph(
+                "Network throughput",
+                "Bytes per second sent (requests) and received (responses) by all tracked "
+                "sessions' browsers.",
+                "Bps",
+                query(
+                    f"sum(rate(notte_session_network_request_bytes_total{{{JOB}}}[$__rate_interval]))",
+                    "sent (requests)",
+                ),
+                query(
+                    f"sum(rate(notte_session_network_response_bytes_total{{{JOB}}}[$__rate_interval]))",
+                    "received (responses)",
+                    ref="B",
+                ),
+            )
+        )
+        .with_panel(
+            setup(
+                bargauge.Panel(),
+                "Top sessions by bytes",
+                "The ten sessions that moved the most bytes (sent plus received) among those "
+                "seen in the time range. Click a bar for the session's detail.",
+                "bytes",
+                [
+                    query(
+                        "topk(10, "
+                        "max by (session_id) (max_over_time("
+                        f"notte_session_network_request_bytes_total{{{JOB}}}[$__range])) + "
+                        "max by (session_id) (max_over_time("
+                        f"notte_session_network_response_bytes_total{{{JOB}}}[$__range])))",
+                        "{{session_id}}",
+                        instant=True,
+                    )
+                ],
+                width=12,
+                height=8,
+            )
+            .orientation(common.VizOrientation.HORIZONTAL)
+            .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+            .color_scheme(dash.FieldColor().mode(dash_model.FieldColorModeId.CONTINUOUS_BL_PU))
+            .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+            .data_links(session_links("${__field.labels.session_id}"))
+            .min(0)
+        )
+        .with_row(dash.Row("Duration"))
+        .with_panel(
+            setup(
+                histogram.Panel(),
+                "Duration of sessions that ended",
+                "Distribution of the final duration of the sessions seen ending in the time "
+                "range (last notte_session_duration_seconds of each session seen closed, "
+                "errored or timed out).",
+                "s",
+                [
+                    query(
+                        "max by (session_id) ("
+                        f"last_over_time(notte_session_duration_seconds{{{JOB}}}[$__range]) "
+                        f"and {SAME_SESSION} "
+                        "(last_over_time("
+                        f'notte_session_status{{{JOB}, status=~"{ENDED}"}}[$__range]) == 1))',
+                        "{{session_id}}",
+                        instant=True,
+                        table_format=True,
+                    )
+                ],
+                width=12,
+                height=8,
+            )
+            .combine(True)
+            .legend(legend())
+            .fill_opacity(60)
+        )
+        .with_panel(
+            graph(
+                "Age of live sessions",
+                "Oldest and median age of the sessions live now, active or authenticating "
+                "(notte_session_duration_seconds of the sessions not ended).",
+                "s",
+                query(
+                    f"max(notte_session_duration_seconds{{{JOB}}} and {SAME_SESSION} {LIVE})",
+                    "oldest",
+                ),
+                query(
+                    "quantile(0.5, "
+                    f"notte_session_duration_seconds{{{JOB}}} and {SAME_SESSION} {LIVE})",
+                    "median",
+                    ref="B",
+                ),
+            )
+        )
+        .with_row(dash.Row("Sessions needing attention"))
+        .with_panel(live_sessions_table())
+        .with_panel(errored_sessions_table())
+    )
+    return finish(board.build())
+
+
+def live_sessions_table() -> table.Panel:
+    def live(expr: str) -> str:
+        return f"max by (session_id) ({expr} and {SAME_SESSION} {LIVE})"
+
+    remaining = [
+        dash_model.DynamicConfigValue(id_val="unit", value="s"),
+        dash_model.DynamicConfigValue(
+            id_val="thresholds",
+            value=thresholds("red", (60, "orange"), (300, "green")).build(),
+        ),
+        dash_model.DynamicConfigValue(
+            id_val="custom.cellOptions",
+            value=common.TableColoredBackgroundCellOptions(
+                mode=common.TableCellBackgroundDisplayMode.BASIC
+            ),
+        ),
+    ]
+    panel: table.Panel = setup(
+        table.Panel(),
+        "Live sessions",
+        "Sessions live now (active, or authenticating: waiting for a managed-auth login), "
+        "soonest idle timeout first. Idle time remaining: seconds until "
+        "Notte closes the session for inactivity; max duration remaining: seconds until it "
+        "reaches its maximum duration (both as of the exporter's last poll). Red under a "
+        "minute, orange under five. Click a session for its detail.",
+        "s",
+        [
+            query(
+                f"max by (session_id) (notte_session_idle_remaining_seconds{{{JOB}}})",
+                ref="A",
+                instant=True,
+                table_format=True,
+            ),
+            query(
+                f"max by (session_id) (notte_session_max_duration_remaining_seconds{{{JOB}}})",
+                ref="B",
+                instant=True,
+                table_format=True,
+            ),
+            query(
+                live(f"notte_session_duration_seconds{{{JOB}}}"),
+                ref="C",
+                instant=True,
+                table_format=True,
+            ),
+            query(
+                live(f"notte_session_steps{{{JOB}}}"),
+                ref="D",
+                instant=True,
+                table_format=True,
+            ),
+            query(
+                live(
+                    f"(notte_session_network_request_bytes_total{{{JOB}}} + {SAME_SESSION} "
+                    f"notte_session_network_response_bytes_total{{{JOB}}})"
+                ),
+                ref="E",
+                instant=True,
+                table_format=True,
+            ),
+            query(
+                f"max by (session_id, browser_type) (notte_session_info{{{JOB}}} "
+                f"and {SAME_SESSION} {LIVE})",
+                ref="F",
+                instant=True,
+                table_format=True,
+            ),
+            query(
+                f"max by (session_id, status) ({LIVE})",
+                ref="G",
+                instant=True,
+                table_format=True,
+            ),
+        ],
+        width=24,
+        height=10,
+    )
+    return (
+        panel.transformations(
+            merge_and_organize(
+                exclude=("Time", "Value #F", "Value #G"),
+                rename={
+                    "session_id": "Session",
+                    "status": "Status",
+                    "browser_type": "Browser",
+                    "Value #A": "Idle time remaining",
+                    "Value #B": "Max duration remaining",
+                    "Value #C": "Age",
+                    "Value #D": "Steps",
+                    "Value #E": "Bytes",
+                },
+                order=(
+                    "session_id",
+                    "status",
+                    "Value #A",
+                    "Value #B",
+                    "Value #C",
+                    "Value #D",
+                    "Value #E",
+                    "browser_type",
+                ),
+            )
+        )
+        .override_by_name("Idle time remaining", remaining)
+        .override_by_name("Max duration remaining", remaining)
+        .override_by_name("Steps", [dash_model.DynamicConfigValue(id_val="unit", value="short")])
+        .override_by_name("Bytes", [dash_model.DynamicConfigValue(id_val="unit", value="bytes")])
+        .override_by_name("Session", [session_links_override("${__value.raw}")])
+        .sort_by(
+            [common_builder.TableSortByFieldState().display_name("Idle time remaining").desc(False)]
+        )
+    )
+
+
+def errored_sessions_table() -> table.Panel:
+    errored = f"max by (session_id) (last_over_time(notte_session_error_info{{{JOB}}}[$__range]))"
+    panel: table.Panel = setup(
+        table.Panel(),
+        "Recently errored sessions",
+        "Sessions that reported an error during the time range, newest first, with the "
+        "error message (first 200 characters) and the final status. Click a session for "
+        "its detail.",
+        "dateTimeAsIso",
+        [
+            query(
+                "max by (session_id, error) "
+                f"(last_over_time(notte_session_error_info{{{JOB}}}[$__range]))",
+                ref="A",
+                instant=True,
+                table_format=True,
+            ),
+            query(
+                "1000 * (max by (session_id) "
+                f"(last_over_time(notte_session_closed_timestamp_seconds{{{JOB}}}[$__range])) "
+                f"and on (session_id) {errored})",
+                ref="B",
+                instant=True,
+                table_format=True,
+            ),
+            query(
+                "max by (session_id, status) "
+                f"(last_over_time(notte_session_status{{{JOB}}}[$__range]) == 1) "
+                f"and on (session_id) {errored}",
+                ref="C",
+                instant=True,
+                table_format=True,
+            ),
+        ],
+        width=24,
+        height=8,
+    )
+    return (
+        panel.transformations(
+            merge_and_organize(
+                exclude=("Time", "Value #A", "Value #C"),
+                rename={
+                    "session_id": "Session",
+                    "status": "Status",
+                    "error": "Error",
+                    "Value #B": "Ended at",
+                },
+                order=("session_id", "Value #B", "status", "error"),
+            )
+        )
+        .override_by_name("Session", [session_links_override("${__value.raw}")])
+        .override_by_name(
+            "Status",
+            [
+                dash_model.DynamicConfigValue(
+                    id_val="mappings",
+                    value=value_mappings(
+                        {name: (name, color) for name, color in STATUS_COLORS.items()}
+                    ),
+                ),
+                dash_model.DynamicConfigValue(
+                    id_val="custom.cellOptions",
+                    value=common.TableColorTextCellOptions(),
+                ),
+            ],
+        )
+        .sort_by([common_builder.TableSortByFieldState().display_name("Ended at").desc(True)])
+    )
