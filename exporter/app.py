@@ -151,6 +151,7 @@ def build_app(
         request_timeout=settings.request_timeout,
         max_concurrency=settings.max_concurrency,
         metrics=metrics,
+        max_response_bytes=settings.max_response_bytes,
     )
     options = PollOptions(
         poll_interval=settings.poll_interval,

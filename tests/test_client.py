@@ -37,6 +37,7 @@ def make_client(handler: Handler, **kwargs: object) -> tuple[NotteClient, SelfMe
         request_timeout=5,
         max_concurrency=4,
         metrics=metrics,
+        max_response_bytes=kwargs.pop("max_response_bytes", 1 << 20),  # type: ignore[arg-type]
         retry=RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.001),
         transport=httpx.MockTransport(handler),
         rng=random.Random(1),
