@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 _GZIP_WBITS = zlib.MAX_WBITS | 16
 _ZLIB_WBITS = zlib.MAX_WBITS
 _RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
+_SLICE = 64 * 1024  # decoded bytes asked of zlib at a time
 _ENCODINGS = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": _ZLIB_WBITS}
 
 
@@ -82,8 +83,9 @@ class BoundedDecoder:
                 self._wbits = _RAW_DEFLATE_WBITS
                 self._inflater = zlib.decompressobj(self._wbits)
         while data:
-            # At most one byte past the cap: enough to know it is over, never more.
-            self._append(self._inflater.decompress(data, self._room()))
+            # Small slices, at most one byte past the cap: enough to know it is
+            # over, and never a second copy of the body in flight.
+            self._append(self._inflater.decompress(data, min(self._room(), _SLICE)))
             data = self._inflater.unconsumed_tail
             if self._inflater.eof:
                 data = self._inflater.unused_data + data

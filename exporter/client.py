@@ -50,6 +50,7 @@ from exporter.body import BodyTooLarge, BodyUndecodable, read_body
 from exporter.labels import GET_SESSION, STATUSES
 from exporter.model import Session, describe_invalid, parse_session
 from exporter.selfmetrics import SelfMetrics
+from exporter.settings import DEFAULT_MAX_RESPONSE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class NotteClient:
         request_timeout: float,
         max_concurrency: int,
         metrics: SelfMetrics,
-        max_response_bytes: int,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         monotonic: Callable[[], float] = time.monotonic,
