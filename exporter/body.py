@@ -49,7 +49,7 @@ class BoundedDecoder:
         self._started = False
         self._limit = limit
         self._raw = 0
-        self.body = bytearray()
+        self._body = bytearray()
 
     def feed(self, data: bytes) -> None:
         """Take the next raw piece; raises `BodyTooLarge` as soon as either count passes the cap."""
@@ -64,14 +64,14 @@ class BoundedDecoder:
         except zlib.error as exc:
             raise BodyUndecodable(f"the compressed body is corrupt ({exc})") from None
 
-    def finish(self) -> bytes:
-        """The whole decoded body, once the stream has ended."""
+    def finish(self) -> bytearray:
+        """The whole decoded body, once the stream has ended (not copied: it may be 16 MiB)."""
         if self._inflater is not None:
             try:
                 self._append(self._inflater.flush(self._room()))
             except zlib.error as exc:
                 raise BodyUndecodable(f"the compressed body is corrupt ({exc})") from None
-        return bytes(self.body)
+        return self._body
 
     def _inflate(self, data: bytes) -> None:
         assert self._inflater is not None
@@ -94,17 +94,17 @@ class BoundedDecoder:
                 self._inflater = zlib.decompressobj(_GZIP_WBITS)
 
     def _room(self) -> int:
-        return self._limit + 1 - len(self.body)
+        return self._limit + 1 - len(self._body)
 
     def _append(self, data: bytes) -> None:
-        self.body += data
-        if len(self.body) > self._limit:
+        self._body += data
+        if len(self._body) > self._limit:
             raise BodyTooLarge
 
 
 async def read_body(
     chunks: AsyncIterator[bytes], content_encoding: str, content_length: str | None, *, limit: int
-) -> bytes:
+) -> bytearray:
     """The decoded body from raw wire chunks; raises `BodyTooLarge` or `BodyUndecodable`.
 
     A declared Content-Length over the cap fails before anything is read.

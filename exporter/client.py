@@ -59,6 +59,11 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 # Notte's IDs are UUIDs; this leaves room for any other scheme while keeping a
 # configured ID from making an URL no server (nor httpx, past 64 KiB) takes.
 MAX_SESSION_ID_LENGTH = 1024
+# Parsed JSON costs up to 25 times its text (`[{},{},...]`: a 72-byte dict per 3
+# bytes), so a body under the byte cap could still take hundreds of MiB. Values
+# (counted by `,`, `{` and `[`) are capped too: a page of sessions has one per
+# ~30 bytes, and at this bound a body's parse costs a few times the byte cap.
+JSON_BYTES_PER_VALUE = 16
 # The encodings `exporter.body` decodes within the cap; httpx would add br/zstd if installed.
 ACCEPT_ENCODING = "gzip, deflate"
 
@@ -358,6 +363,12 @@ class NotteClient:
         except BodyUndecodable as exc:
             self._count_bad(endpoint, "not_json")
             return _Failure(BadResponse(f"{endpoint}: HTTP {status}: {exc}"))
+        values = body.count(b",") + body.count(b"{") + body.count(b"[")
+        if values > self._max_response_bytes // JSON_BYTES_PER_VALUE:
+            self._count_bad(endpoint, "too_large")
+            message = f"{endpoint}: HTTP {status}: the answer holds about {values} JSON values,"
+            cap = f"max_response_bytes / {JSON_BYTES_PER_VALUE}"
+            return _Failure(ResponseTooLarge(f"{message} over the cap ({cap}); not parsed"))
         try:
             return _Decoded(json.loads(body))
         except (ValueError, RecursionError):  # RecursionError: JSON nested too deep

@@ -37,6 +37,7 @@ from exporter.client import (
     session_path,
 )
 from exporter.selfmetrics import SelfMetrics, create_self_metrics
+from exporter.simulator import SimulatedNotte
 
 KEY = "test-key-5e1f"
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -347,7 +348,9 @@ def test_the_client_asks_only_for_encodings_it_can_bound() -> None:
 @pytest.mark.parametrize("endpoint", ["get_session", "list_sessions"])
 def test_json_nested_too_deep_is_a_bad_response(endpoint: str) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
-    client, metrics = make_client(lambda request: httpx.Response(200, content=deep))
+    client, metrics = make_client(
+        lambda request: httpx.Response(200, content=deep), max_response_bytes=16 << 20
+    )
 
     async def call() -> object:
         if endpoint == "get_session":
@@ -494,3 +497,28 @@ def test_a_refused_connection_names_the_host_port_and_errno() -> None:
     assert str(info.value) == (
         f"get_session: cannot connect to 127.0.0.1:{port}: [Errno 111] Connection refused"
     )
+
+
+def test_json_holding_too_many_values_for_its_size_is_not_parsed() -> None:
+    """`[{},{},...]` costs ~25 times its size once parsed: the values are capped too."""
+    bomb = b"[" + b"{}," * 200_000 + b"{}]"  # 600 KB, under the 1 MiB cap
+    client, metrics = make_client(
+        lambda request: httpx.Response(200, content=bomb), max_response_bytes=CAP
+    )
+    with pytest.raises(ResponseTooLarge) as info:
+        asyncio.run(list_page(client))
+    assert "JSON values" in str(info.value)
+    assert bad_data(metrics, "too_large", "list_sessions") == 1
+
+
+def test_a_full_page_of_realistic_sessions_is_well_within_the_caps() -> None:
+    world = SimulatedNotte(seed=2)
+    world.populate(active=50, ended=50)
+    items, _ = world.page_and_total(page=1, page_size=100, only_active=False, include_system=True)
+    body = json.dumps({"items": items, "has_next": False}).encode()
+    client, metrics = make_client(
+        lambda request: httpx.Response(200, content=body), max_response_bytes=256 << 10
+    )
+    page = asyncio.run(list_page(client))
+    assert page.item_count == 100
+    assert not bad_data(metrics, "too_large", "list_sessions")

@@ -77,7 +77,7 @@ def deep_json(depth: int = 100_000) -> bytes:
     ("fault", "kind"),
     [
         (Fault(endpoint="list_sessions", body=deep_json()), "not_json"),
-        (Fault(endpoint="list_sessions", body=b"[" * (64 << 10), repeat=8), "too_large"),
+        (Fault(endpoint="list_sessions", body=b"[" * (64 << 10), repeat=64), "too_large"),
         (Fault(endpoint="list_sessions", body=b" " * (16 << 10), endless=True), "too_large"),
         (Fault(endpoint="list_sessions", body=b" " * (4 * MiB), gzip=True), "too_large"),
     ],
@@ -91,7 +91,7 @@ def test_a_hostile_list_answer_fails_the_cycle_and_is_counted(
     kind: str,
 ) -> None:
     caplog.set_level(logging.INFO)
-    with exporter_for(api.url, poll_interval=5, max_response_bytes=256 << 10) as exporter:
+    with exporter_for(api.url, poll_interval=5, max_response_bytes=2 * MiB) as exporter:
         assert exporter.cycle()
         world.inject(fault)
         assert not exporter.cycle()
@@ -106,7 +106,7 @@ def test_a_hostile_list_answer_fails_the_cycle_and_is_counted(
     [failed] = failures_logged(caplog)
     assert "list_sessions" in failed
     if kind == "too_large":
-        assert "256 KiB cap (max_response_bytes)" in failed
+        assert "2 MiB cap (max_response_bytes)" in failed
 
 
 def test_an_answer_about_another_session_is_not_accepted(
@@ -267,6 +267,8 @@ HOSTILE_BODIES: list[tuple[str, Fault]] = [
     ("endless body", Fault(endpoint="list_sessions", body=b"[" * (64 << 10), endless=True)),
     # ~2 MB on the wire that would expand to 2 GiB: decoded up to the cap only.
     ("gzip bomb", Fault(endpoint="list_sessions", body=b" " * (16 * MiB), gzip=True, repeat=128)),
+    # Under the byte cap, but ~400 MiB once parsed: refused on its count of values.
+    ("dict bomb", Fault(endpoint="list_sessions", body=b"[" + b"{}," * (5 * MiB) + b"{}]")),
 ]
 
 
