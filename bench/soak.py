@@ -8,12 +8,12 @@ the end, scrape latency percentiles with and without a fault in force, the poll
 cycles completed, and how much it logged.
 
 With `--hostile`, the API answers with hostile bodies in turn instead (a 200 MB
-body, an endless chunked body, a gzip bomb, JSON nested 100k deep, a redirect,
-an answer about another session), between calm spells, while the scrapers run
-and a checker compares `notte_up` with what the API is doing. It prints scrape
-latency p50/p99, the peak RSS against the Kubernetes memory limit, and how often
-`notte_up` told the truth. Hostile *clients* of `/metrics` (slowloris, wrong
-passwords) plug in at `HOSTILE_CLIENTS`.
+body, an endless chunked body, a gzip bomb, `[{},{},...]` just under the cap,
+JSON nested 100k deep, a redirect, an answer about another session), between
+calm spells, while the scrapers run and a checker compares `notte_up` with what
+the API is doing. It prints scrape latency p50/p99, the peak RSS against the
+Kubernetes memory limit, and how often `notte_up` told the truth. Hostile
+*clients* of `/metrics` (slowloris, wrong passwords) plug in at `HOSTILE_CLIENTS`.
 
     python bench/soak.py --seconds 60
     python bench/soak.py --hostile --seconds 60
@@ -58,6 +58,10 @@ HOSTILE_KINDS: dict[str, tuple[Callable[[], Fault], bool]] = {
     "endless": (lambda: Fault(endpoint="list_sessions", body=b"[" * 65536, endless=True), True),
     "gzip_bomb": (
         lambda: Fault(endpoint="list_sessions", body=b" " * (16 * MiB), gzip=True, repeat=128),
+        True,
+    ),
+    "dict_bomb": (  # under the byte cap, ~400 MiB once parsed
+        lambda: Fault(endpoint="list_sessions", body=b"[" + b"{}," * (5 * MiB) + b"{}]"),
         True,
     ),
     "deep_json": (
