@@ -7,7 +7,16 @@ while a few threads scrape `/metrics`. Prints the exporter's RSS at the start an
 the end, scrape latency percentiles with and without a fault in force, the poll
 cycles completed, and how much it logged.
 
+With `--hostile`, the API answers with hostile bodies in turn instead (a 200 MB
+body, an endless chunked body, a gzip bomb, `[{},{},...]` just under the cap,
+JSON nested 100k deep, a redirect, an answer about another session), between
+calm spells, while the scrapers run and a checker compares `notte_up` with what
+the API is doing. It prints scrape latency p50/p99, the peak RSS against the
+Kubernetes memory limit, and how often `notte_up` told the truth. Hostile
+*clients* of `/metrics` (slowloris, wrong passwords) plug in at `HOSTILE_CLIENTS`.
+
     python bench/soak.py --seconds 60
+    python bench/soak.py --hostile --seconds 60
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +47,47 @@ from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 API_KEY = "sk-soak-bench-key"
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 FAULT_KINDS = ("500", "429", "hang", "not_json")
+MiB = 1 << 20
+KUBERNETES_MEMORY_LIMIT_MIB = 256  # deploy/: the limit the exporter ships with
+
+# Hostile answers, taken in turn by `--hostile`, and whether the cycle fails while
+# one is in force (so `notte_up` must read 0): every cycle lists sessions, but only
+# sessions leaving the list are fetched one by one, so `wrong_session` may not be asked.
+HOSTILE_KINDS: dict[str, tuple[Callable[[], Fault], bool]] = {
+    "200mb": (lambda: Fault(endpoint="list_sessions", body=b" " * MiB, repeat=200), True),
+    "endless": (lambda: Fault(endpoint="list_sessions", body=b"[" * 65536, endless=True), True),
+    "gzip_bomb": (
+        lambda: Fault(endpoint="list_sessions", body=b" " * (16 * MiB), gzip=True, repeat=128),
+        True,
+    ),
+    "dict_bomb": (  # under the byte cap, ~400 MiB once parsed
+        lambda: Fault(endpoint="list_sessions", body=b"[" + b"{}," * (5 * MiB) + b"{}]"),
+        True,
+    ),
+    "deep_json": (
+        lambda: Fault(endpoint="list_sessions", body=b"[" * 100_000 + b"]" * 100_000),
+        True,
+    ),
+    "redirect": (
+        lambda: Fault(
+            endpoint="list_sessions",
+            status=307,
+            headers={"Location": "https://collector.example/steal?key=x"},
+        ),
+        True,
+    ),
+    "wrong_session": (
+        lambda: Fault(
+            endpoint="get_session", body=b'{"session_id": "imposter", "status": "active"}'
+        ),
+        False,
+    ),
+}
+
+# Hostile clients of the exporter's own HTTP endpoints (slowloris connections,
+# wrong-password floods), each started on a daemon thread as `client(url, stop)`
+# and expected to return once `stop` is set. The HTTP side's soak adds them here.
+HOSTILE_CLIENTS: list[Callable[[str, threading.Event], None]] = []
 
 
 def make_fault(kind: str, rng: random.Random) -> Fault:
@@ -92,6 +143,8 @@ class Record:
     errors: Counter[str] = field(default_factory=Counter)
     phase_seconds: Counter[str] = field(default_factory=Counter)
     phase_count: Counter[str] = field(default_factory=Counter)
+    since: float = field(default_factory=time.monotonic)  # when `fault` last changed
+    up_checks: Counter[str] = field(default_factory=Counter)  # by kind: "ok" / "wrong"
 
 
 class ExporterProcess:
@@ -192,6 +245,52 @@ def fault_schedule(
     world.clear_faults()
 
 
+def hostile_schedule(
+    world: SimulatedNotte, record: Record, stop: threading.Event, spell: float
+) -> None:
+    """Each hostile answer in turn, for `spell` seconds, with a calm spell after each."""
+    kinds = list(HOSTILE_KINDS)
+    index = 0
+    while not stop.is_set():
+        for kind in (kinds[index % len(kinds)], None):
+            world.clear_faults()
+            if kind is not None:
+                world.inject(HOSTILE_KINDS[kind][0]())
+            with record.lock:
+                record.fault, record.since = kind, time.monotonic()
+            started = time.monotonic()
+            stop.wait(spell)
+            with record.lock:
+                record.phase_seconds[kind or "none"] += time.monotonic() - started
+                record.phase_count[kind or "none"] += 1
+            if stop.is_set():
+                break
+        index += 1
+    world.clear_faults()
+
+
+def up_checker(url: str, record: Record, stop: threading.Event, grace: float) -> None:
+    """Compares `notte_up` with what the API is doing, once the exporter had `grace`
+    seconds to notice a change: 0 while a failing answer is in force, 1 when calm."""
+    with httpx.Client(timeout=10) as client:
+        while not stop.wait(0.25):
+            with record.lock:
+                kind, since = record.fault, record.since
+            try:
+                found = samples(client.get(url + "/metrics").text)
+            except httpx.HTTPError:
+                continue  # the scrapers count failed scrapes
+            with record.lock:
+                if kind != record.fault or time.monotonic() - since < grace:
+                    continue
+            expected = 1.0 if kind is None else (0.0 if HOSTILE_KINDS[kind][1] else None)
+            if expected is None:
+                continue
+            up = found.get(("notte_up", ()))
+            with record.lock:
+                record.up_checks[f"{kind or 'none'} {'ok' if up == expected else 'wrong'}"] += 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0, help="how long (default 180)")
@@ -200,6 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrapers", type=int, default=4, help="scraping threads (default 4)")
     parser.add_argument("--sessions", type=int, default=60, help="active sessions (default 60)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--hostile", action="store_true", help="hostile API answers in turn, notte_up checked"
+    )
+    parser.add_argument(
+        "--spell",
+        type=float,
+        default=None,
+        help="seconds per hostile spell (default: 3 s more than the exporter needs to notice)",
+    )
     args = parser.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -223,9 +331,25 @@ def main(argv: list[str] | None = None) -> int:
         tracked_start = tracked(samples(httpx.get(url + "/metrics", timeout=10).text))
         log_lines_start = len(exporter.lines)
         started = time.monotonic()
-        threads.append(
-            threading.Thread(target=fault_schedule, args=(world, record, stop, rng), daemon=True)
-        )
+        if args.hostile:
+            grace = 2 * args.poll_interval + args.request_timeout + 0.5
+            spell = args.spell or grace + 3
+            threads += [
+                threading.Thread(
+                    target=hostile_schedule, args=(world, record, stop, spell), daemon=True
+                ),
+                threading.Thread(target=up_checker, args=(url, record, stop, grace), daemon=True),
+            ]
+            threads += [
+                threading.Thread(target=client, args=(url, stop), daemon=True)
+                for client in HOSTILE_CLIENTS
+            ]
+        else:
+            threads.append(
+                threading.Thread(
+                    target=fault_schedule, args=(world, record, stop, rng), daemon=True
+                )
+            )
         threads += [
             threading.Thread(target=scraper, args=(url, record, stop, index), daemon=True)
             for index in range(args.scrapers)
@@ -268,9 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     expected = elapsed / args.poll_interval
     print(f"poll cycles completed: {success + failure:.0f} (success {success:.0f}, "
           f"failure {failure:.0f}; {expected:.0f} due in {elapsed:.0f} s)")  # fmt: skip
+    kinds = HOSTILE_KINDS if args.hostile else FAULT_KINDS
     print("fault spells: " + ", ".join(
         f"{kind} x{record.phase_count[kind]} ({record.phase_seconds[kind]:.0f} s)"
-        for kind in ("none", *FAULT_KINDS) if record.phase_count[kind]
+        for kind in ("none", *kinds) if record.phase_count[kind]
     ))  # fmt: skip
     print("API requests by code: " + ", ".join(f"{c}={n:.0f}" for c, n in sorted(requests.items())))
     scrapes = sum(len(v) for v in record.latencies.values())
@@ -283,7 +408,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {phase:<20}{len(values):>7}" + "".join(f"{v:>8.1f}" for v in row))
     print(f"exporter log: {len(log)} lines, {len(loud)} at warning or above")
     print(f"SIGTERM: exit status {code} after {stop_seconds:.2f} s")
-    return 0 if code == 0 and errors == 0 else 1
+    truthful = True
+    if args.hostile:
+        truthful = report_hostile(record, final, rss_peak)
+    return 0 if code == 0 and errors == 0 and truthful else 1
+
+
+def report_hostile(record: Record, final: Samples, rss_peak_kib: int) -> bool:
+    """The hostile run's verdict lines; True when `notte_up` never lied and memory fit."""
+    every = [v * 1000 for values in record.latencies.values() for v in values]
+    slowest = max(every, default=0.0)
+    p50, p99 = percentile(every, 0.5), percentile(every, 0.99)
+    print(f"hostile: scrape latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {slowest:.1f} ms")
+    peak_mib = rss_peak_kib / 1024
+    fits = peak_mib < KUBERNETES_MEMORY_LIMIT_MIB
+    verdict = "under" if fits else "OVER"
+    print(
+        f"hostile: peak RSS {peak_mib:.1f} MiB "
+        f"({verdict} the {KUBERNETES_MEMORY_LIMIT_MIB} MiB limit)"
+    )
+    bad = {
+        dict(labels)["kind"]: v
+        for (name, labels), v in final.items()
+        if name == "notte_exporter_api_bad_data_total" and v
+    }
+    print(
+        "hostile: bad API data by kind: "
+        + ", ".join(f"{k}={v:.0f}" for k, v in sorted(bad.items()))
+    )
+    right = sum(n for key, n in record.up_checks.items() if key.endswith(" ok"))
+    wrong = {key: n for key, n in record.up_checks.items() if key.endswith(" wrong")}
+    lies = sum(wrong.values())
+    detail = f" {wrong}" if wrong else ""
+    print(f"hostile: notte_up checked {right + lies} times, wrong {lies}{detail}")
+    return fits and not wrong and right > 0
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ def build_app(
         metrics=metrics,
         retry=retry,
         monotonic=monotonic,
+        max_response_bytes=settings.max_response_bytes,
     )
     options = PollOptions(
         poll_interval=settings.poll_interval,

@@ -4,19 +4,25 @@ One shared `httpx.AsyncClient` (keep-alive, a connection pool sized to
 `max_concurrency`), bearer auth from an `ApiKeySource`, retries with
 exponential backoff and full jitter for transport errors, 5xx and 429, a
 `Retry-After` pause shared by every request (across cycles), and a deadline per
-call so a poll cycle can never overrun. httpx's exceptions are translated here,
-at the boundary, into the exporter's own:
+call so a poll cycle can never overrun. Bodies are streamed and capped at
+`max_response_bytes` after decompression (`exporter.body`); redirects are never
+followed, so the key goes nowhere but the configured base URL. httpx's
+exceptions are translated here, at the boundary, into the exporter's own:
 
     NotteError
-     +-- ApiUnreachable   transport error or timeout, after retries
-     +-- Unauthorized     401 or 403: the key is wrong; never retried
-     +-- NotFound         404: the session does not exist
-     +-- RateLimited      429 after retries, or paused by Retry-After past the deadline
-     +-- UpstreamError    5xx after retries, or another unexpected status
-     +-- BadResponse      a 2xx body that is not JSON or not the expected shape
-          +-- InvalidSession  a JSON session object that does not validate
+     +-- ApiUnreachable     transport error or timeout, after retries
+     +-- Unauthorized       401 or 403: the key is wrong; never retried
+     +-- NotFound           404: the session does not exist
+     +-- RateLimited        429 after retries, or paused by Retry-After past the deadline
+     +-- UpstreamError      5xx after retries, a redirect, or another unexpected status
+     +-- UnusableSessionId  an ID that cannot be put in a URL; no request is made
+     +-- BadResponse        a 2xx body that is not JSON, not the expected shape,
+          |                 or about another session than the one asked for
+          +-- InvalidSession    a JSON session object that does not validate
+          +-- ResponseTooLarge  a body over `max_response_bytes` once decoded
 
-Messages never hold the API key: they name the endpoint and what went wrong.
+Messages never hold the API key nor a query string: they name the endpoint,
+the host and what went wrong.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ import asyncio
 import email.utils
 import json
 import logging
+import os
 import random
+import socket
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -37,14 +46,26 @@ from pydantic import ValidationError
 
 from exporter import __version__
 from exporter.apikey import ApiKeySource
-from exporter.labels import STATUSES
+from exporter.body import BodyTooLarge, BodyUndecodable, read_body
+from exporter.labels import GET_SESSION, STATUSES
 from exporter.model import Session, describe_invalid, parse_session
 from exporter.selfmetrics import SelfMetrics
+from exporter.settings import DEFAULT_MAX_RESPONSE_BYTES
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"notte-exporter/{__version__}"
 MAX_RETRY_AFTER_SECONDS = 3600.0
+# Notte's IDs are UUIDs; this leaves room for any other scheme while keeping a
+# configured ID from making an URL no server (nor httpx, past 64 KiB) takes.
+MAX_SESSION_ID_LENGTH = 1024
+# Parsed JSON costs up to 25 times its text (`[{},{},...]`: a 72-byte dict per 3
+# bytes), so a body under the byte cap could still take hundreds of MiB. Values
+# (counted by `,`, `{` and `[`) are capped too: a page of sessions has one per
+# ~30 bytes, and at this bound a body's parse costs a few times the byte cap.
+JSON_BYTES_PER_VALUE = 16
+# The encodings `exporter.body` decodes within the cap; httpx would add br/zstd if installed.
+ACCEPT_ENCODING = "gzip, deflate"
 
 
 class NotteError(Exception):
@@ -71,12 +92,23 @@ class UpstreamError(NotteError):
     """5xx, or a status the exporter does not expect."""
 
 
+class UnusableSessionId(NotteError):
+    """A session ID that cannot be put in a URL (empty, too long, control characters).
+
+    Raised before any request: the caller skips that one session, not the cycle.
+    """
+
+
 class BadResponse(NotteError):
     """A 2xx answer whose body is not usable."""
 
 
 class InvalidSession(BadResponse):
     """A session object that does not validate: skipped, like an invalid list item."""
+
+
+class ResponseTooLarge(BadResponse):
+    """A body over `max_response_bytes` after decompression; it was not read further."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,13 @@ class ListPage:
     sessions: list[Session]
     item_count: int
     has_next: bool | None
+
+
+def preview(text: str, limit: int = 80) -> str:
+    """`text` fit for one log line: control characters escaped, cut to `limit` characters."""
+    cut = text[:limit]
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return shown + (f"... ({len(text)} characters)" if len(text) > limit else "")
 
 
 def session_path(session_id: str) -> str:
@@ -142,6 +181,7 @@ class NotteClient:
         request_timeout: float,
         max_concurrency: int,
         metrics: SelfMetrics,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -150,6 +190,7 @@ class NotteClient:
         self._api_key = api_key
         self._timeout = request_timeout
         self._metrics = metrics
+        self._max_response_bytes = max_response_bytes
         self._retry = retry or RetryPolicy()
         self._monotonic = monotonic
         self._rng = rng or random.Random()
@@ -157,7 +198,11 @@ class NotteClient:
         self._paused_until = 0.0
         self._http = httpx.AsyncClient(
             base_url=base_url,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers={
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             timeout=request_timeout,
             limits=httpx.Limits(
                 max_connections=max_concurrency, max_keepalive_connections=max_concurrency
@@ -170,13 +215,40 @@ class NotteClient:
         await self._http.aclose()
 
     async def get_session(self, session_id: str, *, deadline: float) -> Session:
-        """One session; raises `NotFound` for a 404, `BadResponse` when it does not validate."""
-        body = await self._request("get_session", session_path(session_id), None, deadline)
+        """One session; raises `NotFound` for a 404, `InvalidSession` when it does not
+        validate, `BadResponse` when the answer is about another session, and
+        `UnusableSessionId`, before any request, for an ID that cannot be asked for."""
+        path = self._usable_path(session_id)
+        body = await self._request(GET_SESSION, path, None, deadline)
         try:
-            return self._checked("get_session", parse_session(body))
+            session = parse_session(body)
         except ValidationError as exc:
-            self._count_bad("get_session", "invalid_item")
+            self._count_bad(GET_SESSION, "invalid_item")
             raise InvalidSession(f"get_session: invalid session: {describe_invalid(exc)}") from None
+        if session.session_id != session_id:
+            # A misrouted or mixed-up answer: accepting it would export one
+            # session's values under another's ID.
+            self._count_bad(GET_SESSION, "wrong_session")
+            raise BadResponse(
+                f"get_session: asked for session {preview(session_id)}, "
+                f"the answer is about session {preview(session.session_id)}"
+            )
+        return self._checked(GET_SESSION, session)
+
+    def _usable_path(self, session_id: str) -> str:
+        """The session's path, or `UnusableSessionId` (counted) when no URL can carry it."""
+        problem = _id_problem(session_id)
+        if problem is None:
+            path = session_path(session_id)
+            try:
+                self._http.build_request("GET", path)
+            except httpx.InvalidURL:
+                problem = "it does not fit in a URL"
+        if problem is None:
+            return path
+        self._count_bad(GET_SESSION, "unusable_id")
+        shown = preview(session_id)
+        raise UnusableSessionId(f"get_session: cannot ask for session {shown}: {problem}")
 
     async def list_sessions(
         self,
@@ -265,29 +337,55 @@ class NotteClient:
             return _Failure(error, cut_short=True)
         headers = {"Authorization": f"Bearer {self._api_key.current().get_secret_value()}"}
         started = time.perf_counter()
+        code = "error"
+        request = self._http.stream("GET", path, params=params, headers=headers)
         try:
-            async with self._semaphore, asyncio.timeout(min(self._timeout, remaining)):
-                response = await self._http.get(path, params=params, headers=headers)
+            async with (
+                self._semaphore,
+                asyncio.timeout(min(self._timeout, remaining)),
+                request as answer,
+            ):
+                code = str(answer.status_code)
+                return await self._receive(endpoint, answer)
         except (TimeoutError, httpx.TimeoutException):
-            self._record(endpoint, "error", started)
-            cut_short = remaining < self._timeout
-            return _Failure(
-                ApiUnreachable(f"{endpoint}: timed out"), retryable=True, cut_short=cut_short
-            )
+            error = ApiUnreachable(f"{endpoint}: {self._host} timed out")
+            return _Failure(error, retryable=True, cut_short=remaining < self._timeout)
         except httpx.HTTPError as exc:
-            self._record(endpoint, "error", started)
-            return _Failure(ApiUnreachable(f"{endpoint}: {type(exc).__name__}"), retryable=True)
-        self._record(endpoint, str(response.status_code), started)
-        return self._interpret(endpoint, response)
+            return _Failure(ApiUnreachable(self._transport_failure(endpoint, exc)), retryable=True)
+        except httpx.InvalidURL as exc:  # not an HTTPError; a bad base URL, say
+            return _Failure(ApiUnreachable(f"{endpoint}: cannot build the request URL: {exc}"))
+        finally:
+            self._record(endpoint, code, started)
 
-    def _interpret(self, endpoint: str, response: httpx.Response) -> _Decoded | _Failure:
+    async def _receive(self, endpoint: str, response: httpx.Response) -> _Decoded | _Failure:
+        """Read a 2xx body within the cap and decode it; other statuses leave the body unread."""
         status = response.status_code
-        if 200 <= status < 300:
-            try:
-                return _Decoded(json.loads(response.content))
-            except ValueError:
-                self._count_bad(endpoint, "not_json")
-                return _Failure(BadResponse(f"{endpoint}: HTTP {status}, body is not JSON"))
+        if not 200 <= status < 300:
+            return self._interpret(endpoint, response)
+        try:
+            body = await read_body(*_raw_body(response), limit=self._max_response_bytes)
+        except BodyTooLarge:
+            self._count_bad(endpoint, "too_large")
+            cap = _size(self._max_response_bytes)
+            message = f"{endpoint}: HTTP {status}: the answer is larger than the {cap} cap"
+            return _Failure(ResponseTooLarge(f"{message} (max_response_bytes); not read further"))
+        except BodyUndecodable as exc:
+            self._count_bad(endpoint, "not_json")
+            return _Failure(BadResponse(f"{endpoint}: HTTP {status}: {exc}"))
+        values = body.count(b",") + body.count(b"{") + body.count(b"[")
+        if values > self._max_response_bytes // JSON_BYTES_PER_VALUE:
+            self._count_bad(endpoint, "too_large")
+            message = f"{endpoint}: HTTP {status}: the answer holds about {values} JSON values,"
+            cap = f"max_response_bytes / {JSON_BYTES_PER_VALUE}"
+            return _Failure(ResponseTooLarge(f"{message} over the cap ({cap}); not parsed"))
+        try:
+            return _Decoded(json.loads(body))
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
+            self._count_bad(endpoint, "not_json")
+            return _Failure(BadResponse(f"{endpoint}: HTTP {status}, body is not JSON"))
+
+    def _interpret(self, endpoint: str, response: httpx.Response) -> _Failure:
+        status = response.status_code
         if status in (401, 403):
             return _Failure(Unauthorized(f"{endpoint}: HTTP {status}: the API key was refused"))
         if status == 404:
@@ -296,7 +394,23 @@ class NotteClient:
             return _Failure(self._rate_limited(endpoint, response), retryable=True)
         if status >= 500:
             return _Failure(UpstreamError(f"{endpoint}: HTTP {status}"), retryable=True)
+        if 300 <= status < 400:
+            target = redirect_target(response)
+            return _Failure(UpstreamError(f"{endpoint}: HTTP {status} to {target}, not followed"))
         return _Failure(UpstreamError(f"{endpoint}: unexpected HTTP {status}"))
+
+    @property
+    def _host(self) -> str:
+        url = self._http.base_url
+        port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
+        return f"{url.host}:{port}"
+
+    def _transport_failure(self, endpoint: str, exc: httpx.HTTPError) -> str:
+        """What failed, where and why, e.g. `cannot connect to api.notte.cc:443: [Errno 111]
+        Connection refused`; never the URL's path or query."""
+        doing = "cannot connect to" if isinstance(exc, httpx.ConnectError) else "connection to"
+        after = "" if isinstance(exc, httpx.ConnectError) else " failed"
+        return f"{endpoint}: {doing} {self._host}{after}: {transport_cause(exc)}"
 
     def _rate_limited(self, endpoint: str, response: httpx.Response) -> RateLimited:
         pause = parse_retry_after(response.headers.get("Retry-After"), time.time())
@@ -344,3 +458,84 @@ class _Failure:
     error: NotteError
     retryable: bool = False
     cut_short: bool = False  # by the cycle's deadline, not by the request timeout
+
+
+def _raw_body(response: httpx.Response) -> tuple[AsyncIterator[bytes], str, str | None]:
+    """The body's raw chunks, its Content-Encoding and Content-Length.
+
+    A response built in memory (`httpx.MockTransport` in tests) arrives already
+    read and decoded; it goes through the same cap as one chunk.
+    """
+    if response.is_stream_consumed:
+        return _one(response.content), "", None
+    headers = response.headers
+    return response.aiter_raw(), headers.get("Content-Encoding", ""), headers.get("Content-Length")
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def transport_cause(exc: BaseException) -> str:
+    """The root cause of a transport error in words: TLS, name resolution, or the OS error.
+
+    httpx wraps httpcore's error, which wraps the socket's; the useful part is
+    at the bottom of that chain (`ConnectError` alone names neither cause nor host).
+    """
+    chain = _causes(exc)
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = cause.verify_message or cause.reason or str(cause)
+            return f"TLS certificate verification failed: {preview(str(detail), 200)}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed: {preview(str(cause.reason or cause), 200)}"
+        if isinstance(cause, socket.gaierror):
+            return f"name resolution failed: {preview(str(cause), 200)}"
+    for cause in reversed(chain):
+        if isinstance(cause, OSError) and isinstance(cause.errno, int) and cause.errno > 0:
+            return f"[Errno {cause.errno}] {os.strerror(cause.errno)}"
+    text = str(exc)
+    return preview(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 200)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 20:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def redirect_target(response: httpx.Response) -> str:
+    """Where a redirect points, as scheme://host[:port]/path: no userinfo, no query."""
+    location = response.headers.get("Location")
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        url = response.request.url.join(location)
+        host = url.raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        return "an invalid Location"
+    port = f":{url.port}" if url.port is not None else ""
+    path = url.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
+    return preview(f"{url.scheme}://{host}{port}{path}", 200)
+
+
+def _id_problem(session_id: str) -> str | None:
+    """Why an ID cannot be asked for, or None."""
+    if not session_id:
+        return "it is empty"
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        return f"it is longer than {MAX_SESSION_ID_LENGTH} characters"
+    if not session_id.isprintable():
+        return "it holds control characters"
+    return None
+
+
+def _size(count: int) -> str:
+    """Bytes for people: 16 MiB, 64 KiB, or plain bytes."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale and count % scale == 0:
+            return f"{count // scale} {unit}"
+    return f"{count} bytes"

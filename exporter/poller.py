@@ -24,6 +24,7 @@ from exporter.client import (
     NotteError,
     RateLimited,
     Unauthorized,
+    UnusableSessionId,
 )
 from exporter.configured import ConfiguredIds
 from exporter.model import Session
@@ -91,6 +92,7 @@ class Poller:
         self._state = TrackerState()
         self._generation = 0
         self._last_problem: str | None = "not polled yet"
+        self._unusable_logged: set[str] = set()  # IDs already warned about
 
     @property
     def state(self) -> TrackerState:
@@ -186,6 +188,11 @@ class Poller:
                 fetches.not_found.add(session_id)
             except InvalidSession as exc:
                 log.warning("skipping session %s: %s", session_id, exc)
+            except UnusableSessionId as exc:
+                # Skipped, not a failed cycle; said once per ID, not once per cycle.
+                first = session_id not in self._unusable_logged
+                self._unusable_logged.add(session_id)
+                log.log(logging.WARNING if first else logging.DEBUG, "skipping: %s", exc)
             except NotteError as exc:
                 fetches.failures.append(exc)
                 if _blocks_further_requests([exc]):

@@ -9,6 +9,7 @@ and pages of `{items, page, page_size, has_next, has_previous}`."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hmac
 import json
 import logging
@@ -284,32 +285,56 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.hang and owner.pause(fault.hang):
             self.close_connection = True
             return
-        self._send(answer, fault.slow_body if fault else 0.0)
+        self._send(answer, fault)
 
-    def _send(self, answer: _Answer, slow: float) -> None:
+    def _send(self, answer: _Answer, fault: Fault | None) -> None:
+        """The answer, its body shaped by the fault: compressed, repeated, endless or slow."""
+        fault = fault or Fault()
+        body = gzip.compress(answer.body) if fault.gzip else answer.body
         self.send_response(answer.status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer.body)))
-        for name, value in answer.headers.items():
+        if fault.gzip:
+            self.send_header("Content-Encoding", "gzip")
+        if fault.endless:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body) * fault.repeat))
+        for name, value in {**answer.headers, **fault.headers}.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command == "HEAD":
             return
-        if slow > 0:
-            self._dribble(answer.body, slow)
-        else:
-            self.wfile.write(answer.body)
+        if fault.endless:
+            self._endless(body or b" ")
+            return
+        for _ in range(fault.repeat):
+            if self.server.owner.stopping:
+                self.close_connection = True
+                return
+            if not fault.slow_body:
+                self.wfile.write(body)
+            elif not self._dribble(body, fault.slow_body / fault.repeat):
+                return
 
-    def _dribble(self, body: bytes, seconds: float) -> None:
-        """Send the body in small pieces over `seconds`, stopping if the server stops."""
+    def _dribble(self, body: bytes, seconds: float) -> bool:
+        """Send the body in small pieces over `seconds`; False if the server stopped first."""
         pieces = max(1, min(len(body), math.ceil(seconds / 0.05)))
         size = max(1, math.ceil(len(body) / pieces))
         for start in range(0, max(len(body), 1), size):
             if self.server.owner.pause(seconds / pieces):
                 self.close_connection = True
-                return
+                return False
             self.wfile.write(body[start : start + size])
             self.wfile.flush()
+        return True
+
+    def _endless(self, body: bytes) -> None:
+        """`body` as one HTTP chunk after another, never the last one: until the client
+        goes away (the write fails) or the server stops."""
+        chunk = f"{len(body):x}\r\n".encode() + body + b"\r\n"
+        self.close_connection = True
+        while not self.server.owner.stopping:
+            self.wfile.write(chunk)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the world keeps a request log instead."""

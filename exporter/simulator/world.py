@@ -110,7 +110,14 @@ def _chance(rate: float, seconds: float) -> float:
 
 @dataclass
 class Fault:
-    """A misbehaviour for the next `count` matching requests (None: until cleared)."""
+    """A misbehaviour for the next `count` matching requests (None: until cleared).
+
+    The hostile-body modes shape how the answer's body goes out: `gzip`
+    compresses it (Content-Encoding: gzip), `repeat` sends it that many times
+    back to back, streamed (a 200 MB answer costs the simulator one copy), and
+    `endless` sends it in chunks until the client goes away or the server stops.
+    `headers` are added to the answer (a Location for a redirect, say).
+    """
 
     endpoint: str = "any"
     status: int | None = None
@@ -119,10 +126,16 @@ class Fault:
     slow_body: float = 0.0
     body: bytes | None = None
     count: int | None = None
+    gzip: bool = False
+    repeat: int = 1
+    endless: bool = False
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.endpoint not in ("any", *ENDPOINTS):
             raise ValueError(f"Fault endpoint must be 'any' or one of {ENDPOINTS}")
+        if self.repeat < 1:
+            raise ValueError("Fault repeat must be 1 or more")
 
     def matches(self, endpoint: str) -> bool:
         live = self.count is None or self.count > 0
