@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from exporter import __version__, http_server
+from exporter.basicauth import BasicAuthVerifier
 from exporter.simulator import SimulatedNotte, SimulatorServer
-from exporter.webconfig import BasicAuthVerifier, WebConfigError, load_web_config
+from exporter.webconfig import WebConfigError, load_web_config
 from tests.certs import Certs, make_certs
 from tests.harness import (
     API_KEY,

@@ -17,8 +17,8 @@ from typing import Any
 import bcrypt
 import pytest
 
+from exporter.basicauth import BasicAuthVerifier
 from exporter.webconfig import (
-    BasicAuthVerifier,
     TLSConfig,
     WebConfig,
     WebConfigError,
@@ -565,7 +565,9 @@ def test_cache_never_holds_the_plaintext_password() -> None:
 
 def test_concurrent_checks_are_safe() -> None:
     users = {f"user{i}": _hash(f"pw{i}") for i in range(4)}
-    verifier = BasicAuthVerifier({n: h.encode() for n, h in users.items()}, cache_size=2)
+    verifier = BasicAuthVerifier(
+        {n: h.encode() for n, h in users.items()}, cache_size=2, max_pending=8
+    )
     results: list[bool] = []
     lock = threading.Lock()
 
