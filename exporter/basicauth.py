@@ -68,6 +68,15 @@ class BasicAuthVerifier:
     def enabled(self) -> bool:
         return bool(self._users)
 
+    def known(self, authorization_header: str | None) -> bool:
+        """True for credentials that passed before and are still cached: no bcrypt, no wait."""
+        credentials = _basic_credentials(authorization_header)
+        if credentials is None:
+            return False
+        digest = self._digest(*credentials)
+        with self._cache_lock:
+            return digest in self._cache
+
     def check(self, authorization_header: str | None) -> bool:
         """True for valid credentials; raises `VerifierBusy` when no check can be admitted."""
         credentials = _basic_credentials(authorization_header)
@@ -78,7 +87,7 @@ class BasicAuthVerifier:
         for name, candidate in self._users.items():  # every name compared, in constant time
             if hmac.compare_digest(name, user):
                 hashed = candidate
-        digest = hmac.new(self._cache_key, user + b"\0" + password, hashlib.sha256).digest()
+        digest = self._digest(user, password)
         with self._cache_lock:
             if hashed is not None and digest in self._cache:
                 self._cache.move_to_end(digest)
@@ -98,6 +107,9 @@ class BasicAuthVerifier:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return True
+
+    def _digest(self, user: bytes, password: bytes) -> bytes:
+        return hmac.new(self._cache_key, user + b"\0" + password, hashlib.sha256).digest()
 
     def _padded_check(self, password: bytes, hashed: bytes) -> bool:
         """bcrypt under the lock, then a wait outside it up to the costliest hash's time."""

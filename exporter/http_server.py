@@ -26,6 +26,7 @@ import collections
 import contextlib
 import html
 import io
+import itertools
 import logging
 import queue
 import re
@@ -54,13 +55,17 @@ WRITE_TIMEOUT_SECONDS = 30.0  # writing one response
 MAX_HEADER_BYTES = 64 * 1024
 MAX_WAITING_CONNECTIONS = 1000  # in the front stage: handshaking, reading headers, idle
 WORKERS = 16
-MAX_QUEUED_REQUESTS = 256
+MAX_QUEUED_REQUESTS = 1000  # past it, only requests in the fast lane are queued
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SHUTDOWN_POLL_SECONDS = 0.1  # how often the front stage looks at deadlines and stop()
 LINGER_SECONDS = 1.0  # after refusing a request, how long its unread bytes are drained
 _HEADER_END = re.compile(rb"\n\r?\n")
+_AUTHORIZATION = re.compile(rb"\nauthorization:([^\r\n]*)", re.IGNORECASE)
 _SERVER = f"notte-exporter/{__version__}"
 _PLAIN = "text/plain; charset=utf-8"
+
+
+_Request = tuple["_Connection", bytes, bytes]  # the connection, its head, bytes read past it
 
 
 @dataclass(frozen=True)
@@ -117,9 +122,11 @@ class MetricsServer:
         self._waiting: dict[int, _Connection] = {}  # by id(); oldest first
         self._returned: collections.deque[tuple[_Connection, bytes]] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._requests: queue.Queue[tuple[_Connection, bytes, bytes] | None] = queue.Queue(
-            MAX_QUEUED_REQUESTS
+        # (lane, order, request): lane 0 is the fast lane, None tells a worker to stop.
+        self._requests: queue.PriorityQueue[tuple[int, int, _Request | None]] = (
+            queue.PriorityQueue()
         )
+        self._order = itertools.count()
         self._workers = workers
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -195,10 +202,7 @@ class MetricsServer:
         if self._threads:
             self._threads[0].join(timeout=2)
         for _ in self._threads[1:]:
-            try:
-                self._requests.put_nowait(None)
-            except queue.Full:
-                break  # they are daemon threads
+            self._requests.put((-1, next(self._order), None))
         self._threads = []
         for connection in list(self._waiting.values()):
             self._close(connection)
@@ -334,14 +338,31 @@ class MetricsServer:
             return False
         head, rest = bytes(buffer[: end.end()]), bytes(buffer[end.end() :])
         connection.buffer, connection.scanned = bytearray(), 0
-        self._release(connection)
-        try:
-            self._requests.put_nowait((connection, head, rest))
-        except queue.Full:
+        lane = 0 if self._fast_lane(head) else 1
+        if lane and self._requests.qsize() >= MAX_QUEUED_REQUESTS:
             log.warning("%s: every worker is busy and the queue is full: 503", connection.peer)
-            self._keep(connection)
             self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE)
+            return True
+        self._release(connection)
+        self._requests.put((lane, next(self._order), (connection, head, rest)))
         return True
+
+    def _fast_lane(self, head: bytes) -> bool:
+        """Probes, and requests whose credentials passed before, go ahead of the rest.
+
+        So a flood of wrong passwords, however long the queue it makes, delays
+        neither Prometheus (whose credentials are cached) nor the kubelet's probes.
+        """
+        verifier = self.active().verifier
+        if not verifier.enabled:
+            return True
+        target = head.split(b" ", 2)[1:2]
+        if target and target[0].split(b"?", 1)[0].decode("latin-1") in OPEN_PATHS:
+            return True
+        authorization = _AUTHORIZATION.search(head)
+        return authorization is not None and verifier.known(
+            authorization.group(1).strip().decode("latin-1")
+        )
 
     def _refuse(self, connection: _Connection, status: HTTPStatus) -> None:
         """Answer with an error, best effort, then drain what the client still sends.
@@ -392,12 +413,14 @@ class MetricsServer:
     # -- the workers --------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while (item := self._requests.get()) is not None:
+        while (item := self._requests.get()[2]) is not None:
             connection, head, rest = item
             try:
                 keep_alive = self._answer(connection, head)
             except Exception as exc:  # a broken client (reset, timeout) is the client's problem
-                log.debug("%s: connection ended with an error: %r", connection.peer, exc)
+                log.debug(
+                    "%s: connection ended with an error: %r", connection.peer, exc, exc_info=True
+                )
                 keep_alive = False
             if keep_alive and not self._stopping.is_set():
                 connection.sock.setblocking(False)

@@ -1,0 +1,249 @@
+"""Hostile clients never deny an authorised scrape.
+
+Slowloris connections (headers one byte at a time), a flood of wrong passwords,
+headers that never end, half-started TLS handshakes: each is bounded in count
+and time here, on loopback only, while a Prometheus-like client keeps scraping
+with credentials it has used before and must be answered within a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import re
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+
+from exporter.http_server import MetricsServer
+from exporter.simulator import SimulatedNotte, SimulatorServer
+from exporter.webconfig import load_web_config
+from tests.certs import make_certs
+from tests.harness import API_KEY, ExporterUnderTest, make_settings, parse_samples, value
+
+HOSTILE_CONNECTIONS = 300
+ATTACK_SECONDS = 2.0
+PASSWORD = "prometheus-scrape-password"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()  # ~60 ms a check
+WRONG = "Basic " + base64.b64encode(b"prometheus:guess").decode()
+RIGHT = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()}
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[SimulatorServer]:
+    world = SimulatedNotte(seed=11)
+    world.add_session("a1")
+    with SimulatorServer(world, api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def guarded(
+    api: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExporterUnderTest]:
+    """An exporter with basic auth, whose scraper's credentials were checked once already."""
+    path = tmp_path_factory.mktemp("web") / "web.yml"
+    path.write_text(f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    exporter = ExporterUnderTest(make_settings(api.url), web_config=load_web_config(path))
+    exporter.start_http()
+    assert exporter.cycle()
+    assert exporter.get("/metrics", headers=RIGHT).status_code == 200
+    yield exporter
+    exporter.close()
+
+
+def scrape_seconds(url: str, **kwargs: object) -> float:
+    """One authorised scrape on a new connection; how long it took to get a whole answer."""
+    started = time.monotonic()
+    response = httpx.get(url + "/metrics", headers=RIGHT, timeout=5, **kwargs)  # type: ignore[arg-type]
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert value(parse_samples(response.text), "notte_up") == 1
+    return elapsed
+
+
+@contextmanager
+def hostile(
+    port: int, opening: bytes, react: Callable[[socket.socket, bytes], None]
+) -> Iterator[collections.Counter[str]]:
+    """HOSTILE_CONNECTIONS sockets that send `opening`, then `react` to each thing they read
+    (and every 50 ms with b""), from one thread, until the block ends. Yields a tally of
+    the statuses the server answered and of the connections it closed."""
+    tally: collections.Counter[str] = collections.Counter()
+    stop = threading.Event()
+    sockets = [
+        socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(HOSTILE_CONNECTIONS)
+    ]
+    selector = selectors.DefaultSelector()
+    for sock in sockets:
+        sock.sendall(opening)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+
+    def run() -> None:
+        while not stop.is_set():
+            for key, _ in selector.select(0.05):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    tally["closed"] += 1
+                    selector.unregister(sock)
+                    continue
+                tally.update(re.findall(rb"HTTP/1\.1 (\d{3})", data))
+                react(sock, data)
+            for key in list(selector.get_map().values()):
+                assert isinstance(key.fileobj, socket.socket)
+                react(key.fileobj, b"")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield tally
+    finally:
+        stop.set()
+        thread.join(5)
+        selector.close()
+        for sock in sockets:
+            sock.close()
+
+
+def attack_while_scraping(url: str, tally: collections.Counter[str]) -> list[float]:
+    """Scrape every 0.25 s for ATTACK_SECONDS; the durations."""
+    durations = []
+    deadline = time.monotonic() + ATTACK_SECONDS
+    while time.monotonic() < deadline:
+        durations.append(scrape_seconds(url))
+        time.sleep(0.25)
+    return durations
+
+
+def test_slowloris_connections_do_not_deny_an_authorised_scrape(
+    guarded: ExporterUnderTest,
+) -> None:
+    assert guarded.server is not None
+
+    def dribble(sock: socket.socket, data: bytes) -> None:
+        if not data:
+            with contextlib.suppress(OSError):
+                sock.send(b"a")  # one more byte of a header that never ends
+
+    opening = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "
+    with hostile(guarded.server.port, opening, dribble) as tally:
+        durations = attack_while_scraping(guarded.url, tally)
+    assert max(durations) < 1.0, durations
+    assert tally["closed"] == 0, tally  # all still dribbling: none hit its deadline yet
+
+
+def test_a_flood_of_wrong_passwords_does_not_deny_an_authorised_scrape(
+    guarded: ExporterUnderTest,
+) -> None:
+    assert guarded.server is not None
+    request = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {WRONG}\r\n\r\n".encode()
+
+    def again(sock: socket.socket, data: bytes) -> None:
+        if data:
+            with contextlib.suppress(OSError):
+                sock.send(request)  # answered: ask again at once
+
+    with hostile(guarded.server.port, request, again) as tally:
+        durations = attack_while_scraping(guarded.url, tally)
+    assert max(durations) < 1.0, durations
+    # Every wrong password was answered, at once when the checks were all taken.
+    assert set(tally) <= {b"401", b"429"}, tally
+    assert tally[b"401"] > 0
+    assert tally[b"429"] > 0
+
+
+@pytest.fixture
+def short_deadlines(guarded: ExporterUnderTest) -> Iterator[MetricsServer]:
+    """A second server for the same exporter, with deadlines short enough to wait for."""
+    server = MetricsServer(
+        ("127.0.0.1", 0),
+        exposition=guarded.app.exposition,
+        store=guarded.app.store,
+        header_timeout=0.3,
+        idle_timeout=0.3,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def seconds_until_closed(sock: socket.socket, dribble: bytes = b"") -> float:
+    """Send `dribble` every 50 ms until the server closes the connection; how long it took."""
+    started = time.monotonic()
+    sock.settimeout(0.05)
+    while time.monotonic() - started < 5:
+        try:
+            if dribble:
+                sock.send(dribble)
+            if sock.recv(65536) == b"":
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [b"", b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"\x16\x03\x01"],
+    ids=["silent", "header-that-never-ends", "half-a-tls-hello"],
+)
+def test_a_request_head_is_cut_at_the_header_deadline(
+    short_deadlines: MetricsServer, opening: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", short_deadlines.port), timeout=5) as sock:
+        sock.sendall(opening)
+        took = seconds_until_closed(sock, dribble=b"a" if opening else b"")
+    assert 0.25 < took < 2, took
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(
+    short_deadlines: MetricsServer,
+) -> None:
+    with socket.create_connection(("127.0.0.1", short_deadlines.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        took = seconds_until_closed(sock)
+    assert 0.25 < took < 2, took
+
+
+def test_half_started_tls_handshakes_do_not_deny_a_scrape(
+    api: SimulatorServer, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path)
+    path = tmp_path / "web.yml"
+    path.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    exporter = ExporterUnderTest(make_settings(api.url), web_config=load_web_config(path))
+    exporter.start_http()
+    try:
+        assert exporter.cycle()
+        assert exporter.server is not None
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"  # a ClientHello, cut short
+
+        def stall(sock: socket.socket, data: bytes) -> None:
+            pass
+
+        verify = ssl.create_default_context(cafile=str(certs.ca))
+        with hostile(exporter.server.port, hello, stall):
+            for _ in range(3):
+                assert scrape_seconds(exporter.url, verify=verify) < 1.0
+    finally:
+        exporter.close()
