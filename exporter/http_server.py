@@ -11,8 +11,11 @@ store's readiness. Two stages, so that no client can deny scrapes by being slow:
   (past the bound, the one waiting longest is closed). A slow client costs a
   socket and a buffer, never a thread;
 - a fixed pool of *worker* threads gets only complete requests, through a
-  bounded queue (full: 503 at once), answers them with a write deadline, and
-  hands kept-alive connections back to the front stage.
+  bounded queue (full: 503 at once, except for probes and known credentials,
+  which also go first), builds each answer and writes what the socket takes at
+  once; the front stage writes the rest under a write deadline, and waits for
+  the next request on kept-alive connections. A client that reads slowly holds
+  its answer's bytes (bounded in all), never a worker.
 
 Password checks are bounded in `basicauth`: a flood of wrong passwords gets 401s
 and 429s, while credentials seen before skip bcrypt. The web config (TLS, users,
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 HEADER_TIMEOUT_SECONDS = 10.0  # from accept (or a kept-alive request's first byte) to "\r\n\r\n"
 IDLE_TIMEOUT_SECONDS = 120.0  # a kept-alive connection waiting for its next request
 WRITE_TIMEOUT_SECONDS = 30.0  # writing one response
+MAX_UNSENT_BYTES = 64 * 1024 * 1024  # answers held for clients that read slowly, in all
 MAX_HEADER_BYTES = 64 * 1024
 MAX_WAITING_CONNECTIONS = 1000  # in the front stage: handshaking, reading headers, idle
 WORKERS = 16
@@ -59,6 +63,7 @@ MAX_QUEUED_REQUESTS = 1000  # past it, only requests in the fast lane are queued
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SHUTDOWN_POLL_SECONDS = 0.1  # how often the front stage looks at deadlines and stop()
 LINGER_SECONDS = 1.0  # after refusing a request, how long its unread bytes are drained
+_SEND_CHUNK = 256 * 1024
 _HEADER_END = re.compile(rb"\n\r?\n")
 _AUTHORIZATION = re.compile(rb"\nauthorization:([^\r\n]*)", re.IGNORECASE)
 _SERVER = f"notte-exporter/{__version__}"
@@ -80,7 +85,7 @@ class _Active:
 class _Connection:
     """A client connection while the front stage holds it."""
 
-    HANDSHAKE, READING, IDLE, LINGER = "handshake", "reading", "idle", "linger"
+    HANDSHAKE, READING, IDLE, WRITING, LINGER = "handshake", "reading", "idle", "writing", "linger"
 
     def __init__(self, sock: socket.socket, peer: str, state: str, deadline: float) -> None:
         self.sock = sock
@@ -90,6 +95,9 @@ class _Connection:
         self.buffer = bytearray()
         self.scanned = 0  # how much of `buffer` is known to hold no end of headers
         self.events = 0  # the selector events it is registered for; 0 when not registered
+        self.outgoing: memoryview | None = None  # the rest of an answer, while WRITING
+        self.keep_alive = False  # after the answer, another request may follow
+        self.rest = b""  # bytes read past the request being answered
 
 
 class MetricsServer:
@@ -120,7 +128,7 @@ class MetricsServer:
         self._listener = _listen(address)
         self._selector = selectors.DefaultSelector()
         self._waiting: dict[int, _Connection] = {}  # by id(); oldest first
-        self._returned: collections.deque[tuple[_Connection, bytes]] = collections.deque()
+        self._returned: collections.deque[_Connection] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         # (lane, order, request): lane 0 is the fast lane, None tells a worker to stop.
         self._requests: queue.PriorityQueue[tuple[int, int, _Request | None]] = (
@@ -196,18 +204,26 @@ class MetricsServer:
             thread.start()
 
     def stop(self) -> None:
-        """Stop accepting and close every waiting connection; workers end after their request."""
+        """Stop accepting, let each worker finish its request, close every connection."""
         self._stopping.set()
         self._wake()
-        if self._threads:
-            self._threads[0].join(timeout=2)
-        for _ in self._threads[1:]:
-            self._requests.put((-1, next(self._order), None))
+        front, workers = self._threads[:1], self._threads[1:]
         self._threads = []
+        for thread in front:
+            thread.join(timeout=2)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                if (request := self._requests.get_nowait()[2]) is not None:
+                    request[0].sock.close()
+        for _ in workers:
+            self._requests.put((-1, next(self._order), None))
+        deadline = time.monotonic() + 2
+        for thread in workers:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for connection in list(self._waiting.values()):
             self._close(connection)
         while self._returned:
-            self._returned.popleft()[0].sock.close()
+            self._returned.popleft().sock.close()
         self._selector.close()
         for sock in (self._listener, self._wake_r, self._wake_w):
             sock.close()
@@ -284,6 +300,8 @@ class MetricsServer:
             self._close(oldest)
 
     def _advance(self, connection: _Connection, mask: int) -> None:
+        if connection.state == _Connection.WRITING:
+            return self._write(connection)
         if connection.state == _Connection.HANDSHAKE:
             assert isinstance(connection.sock, ssl.SSLSocket)
             try:
@@ -386,25 +404,58 @@ class MetricsServer:
         return None
 
     def _take_returned(self) -> None:
-        """Kept-alive connections back from the workers: wait for their next request."""
-        try:
+        """Connections back from the workers: finish writing, then wait for the next request."""
+        with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
                 pass
-        except BlockingIOError:
-            pass
         while self._returned:
-            connection, rest = self._returned.popleft()
-            if rest:
-                connection.state = _Connection.READING
-                connection.deadline = time.monotonic() + self.header_timeout
-                connection.buffer = bytearray(rest)
-                if self._dispatch_if_complete(connection):
-                    continue
+            connection = self._returned.popleft()
+            if connection.outgoing:
+                self._make_room_to_write(len(connection.outgoing))
+                connection.state = _Connection.WRITING
+                connection.deadline = time.monotonic() + self.write_timeout
+                self._keep(connection, selectors.EVENT_WRITE)
             else:
-                connection.state = _Connection.IDLE
-                connection.deadline = time.monotonic() + self.idle_timeout
-            self._keep(connection)
-            self._read(connection)  # TLS may hold decrypted bytes the selector cannot see
+                self._await_request(connection)
+
+    def _write(self, connection: _Connection) -> None:
+        assert connection.outgoing is not None
+        try:
+            connection.outgoing = _send_some(connection.sock, connection.outgoing)
+        except (OSError, ValueError):
+            return self._close(connection)
+        if connection.outgoing:
+            return self._keep(connection, selectors.EVENT_WRITE)
+        if not connection.keep_alive:
+            return self._close(connection)
+        return self._await_request(connection)
+
+    def _await_request(self, connection: _Connection) -> None:
+        """A kept-alive connection whose answer went out: read (or wait for) its next request."""
+        connection.outgoing = None
+        rest, connection.rest = connection.rest, b""
+        if rest:
+            connection.state = _Connection.READING
+            connection.deadline = time.monotonic() + self.header_timeout
+            connection.buffer = bytearray(rest)
+            if self._dispatch_if_complete(connection):
+                return
+        else:
+            connection.state = _Connection.IDLE
+            connection.deadline = time.monotonic() + self.idle_timeout
+        self._keep(connection)
+        self._read(connection)  # TLS may hold decrypted bytes the selector cannot see
+
+    def _make_room_to_write(self, size: int) -> None:
+        """Bound the answers held for slow readers: past the bound, drop the oldest reader."""
+        writing = [c for c in self._waiting.values() if c.state == _Connection.WRITING]
+        held = sum(len(c.outgoing or b"") for c in writing)
+        for oldest in writing:
+            if held + size <= MAX_UNSENT_BYTES:
+                return
+            held -= len(oldest.outgoing or b"")
+            log.debug("%s: closed: reads too slowly while answers pile up", oldest.peer)
+            self._close(oldest)
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # already awake, or stopped
@@ -413,35 +464,48 @@ class MetricsServer:
     # -- the workers --------------------------------------------------------------------------
 
     def _work(self) -> None:
+        """Answer a request, write what the socket takes at once, leave the rest to the front.
+
+        A client that reads slowly (or not at all) then holds no worker.
+        """
         while (item := self._requests.get()[2]) is not None:
             connection, head, rest = item
+            connection.rest = rest
             try:
-                keep_alive = self._answer(connection, head)
+                response, connection.keep_alive = self._answer(connection, head)
+                connection.sock.setblocking(False)
+                connection.outgoing = _send_some(connection.sock, memoryview(response))
             except Exception as exc:  # a broken client (reset, timeout) is the client's problem
                 log.debug(
                     "%s: connection ended with an error: %r", connection.peer, exc, exc_info=True
                 )
-                keep_alive = False
-            if keep_alive and not self._stopping.is_set():
-                connection.sock.setblocking(False)
-                self._returned.append((connection, rest))
-                self._wake()
-            else:
                 connection.sock.close()
+                continue
+            if self._stopping.is_set() or not (connection.outgoing or connection.keep_alive):
+                connection.sock.close()
+            else:
+                self._returned.append(connection)
+                self._wake()
 
-    def _answer(self, connection: _Connection, head: bytes) -> bool:
-        """Answer one request; True when the connection may carry another."""
+    def _answer(self, connection: _Connection, head: bytes) -> tuple[bytes, bool]:
+        """The whole response to one request, and whether the connection may carry another."""
         handler = _Handler(connection, head, self)
-        connection.sock.setblocking(True)
-        deadline = time.monotonic() + self.write_timeout
-        view = memoryview(handler.response.getvalue())
-        while view:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("write deadline passed")
-            connection.sock.settimeout(remaining)
-            view = view[connection.sock.send(view[:262144]) :]
-        return not handler.close_connection
+        return handler.response.getvalue(), not handler.close_connection
+
+
+def _send_some(sock: socket.socket, data: memoryview) -> memoryview:
+    """Send what a non-blocking socket takes now; what is left.
+
+    After a would-block, TLS must be retried with the same bytes: the slice sent
+    is always the first `_SEND_CHUNK` bytes of what is left, so it is.
+    """
+    while data:
+        try:
+            sent = sock.send(data[:_SEND_CHUNK])
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return data
+        data = data[sent:]
+    return data
 
 
 class _Handler(BaseHTTPRequestHandler):

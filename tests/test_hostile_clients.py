@@ -247,3 +247,29 @@ def test_half_started_tls_handshakes_do_not_deny_a_scrape(
                 assert scrape_seconds(exporter.url, verify=verify) < 1.0
     finally:
         exporter.close()
+
+
+def test_clients_that_never_read_their_answers_do_not_hold_the_workers(
+    guarded: ExporterUnderTest,
+) -> None:
+    # No auth on this server: anyone may ask. Each client pipelines enough requests for
+    # megabytes of answers, more than the socket buffers take, and reads none of them.
+    server = MetricsServer(
+        ("127.0.0.1", 0), exposition=guarded.app.exposition, store=guarded.app.store, workers=2
+    )
+    server.start()
+    url = f"http://127.0.0.1:{server.port}"
+    readers = []
+    try:
+        for _ in range(20):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+            readers.append(sock)
+        for _ in range(5):
+            assert scrape_seconds(url) < 1.0
+    finally:
+        for sock in readers:
+            sock.close()
+        server.stop()
