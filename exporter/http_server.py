@@ -293,6 +293,11 @@ class MetricsServer:
         self._release(connection)
         connection.sock.close()
 
+    def _broken(self, connection: _Connection) -> None:
+        """Called from an `except`: a reset or a failed read or write is the client's problem."""
+        log.debug("%s: connection ended with an error", connection.peer, exc_info=True)
+        self._close(connection)
+
     def _evict_oldest(self) -> None:
         oldest = next(iter(self._waiting.values()), None)
         if oldest is not None:
@@ -328,7 +333,7 @@ class MetricsServer:
             except ssl.SSLWantWriteError:
                 return self._keep(connection, selectors.EVENT_WRITE)
             except OSError:
-                return self._close(connection)
+                return self._broken(connection)
             if not chunk:
                 return self._close(connection)
             if connection.state == _Connection.LINGER:
@@ -423,7 +428,7 @@ class MetricsServer:
         try:
             connection.outgoing = _send_some(connection.sock, connection.outgoing)
         except (OSError, ValueError):
-            return self._close(connection)
+            return self._broken(connection)
         if connection.outgoing:
             return self._keep(connection, selectors.EVENT_WRITE)
         if not connection.keep_alive:

@@ -593,3 +593,20 @@ def test_reload_web_config_applies_a_change_at_once(
         assert httpx.get(url, headers=basic("prometheus", "new-password")).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_reload_that_keeps_the_users_keeps_their_cached_credentials(
+    plain: ExporterUnderTest, tmp_path: Path, checkpw_calls: list[bytes]
+) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(users("password"))
+    auth = basic("prometheus", "password")
+    with reloading(plain, WebConfigWatcher(path, check_interval=0)) as url:
+        assert httpx.get(url + "/metrics", headers=auth, timeout=5).status_code == 200
+        replace(
+            path, path.read_text() + "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+        )
+        response = httpx.get(url + "/metrics", headers=auth, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["X-Frame-Options"] == "deny"  # the new config is in force
+    assert len(checkpw_calls) == 1  # and the password was not checked again
