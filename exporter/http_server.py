@@ -74,7 +74,7 @@ _Request = tuple["_Connection", bytes, bytes]  # the connection, its head, bytes
 
 
 @dataclass(frozen=True)
-class _Active:
+class _InForce:
     """One web config and what the server builds from it."""
 
     config: WebConfig
@@ -119,8 +119,8 @@ class MetricsServer:
         self.exposition = exposition
         self.store = store
         self._web_config = web_config if web_config is not None else WebConfig()
-        self._active_lock = threading.Lock()
-        self._active = self._build(self._config_now(), previous=None)
+        self._in_force_lock = threading.Lock()
+        self._serving = self._build(self._config_now(), previous=None)
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
@@ -147,30 +147,30 @@ class MetricsServer:
 
     @property
     def scheme(self) -> str:
-        return "https" if self.active().config.tls is not None else "http"
+        return "https" if self._in_force().config.tls is not None else "http"
 
-    def active(self) -> _Active:
+    def _in_force(self) -> _InForce:
         """The web config in force now, with its SSL context and password checker."""
         config = self._config_now()
-        if config is not self._active.config:
-            with self._active_lock:
-                if config is not self._active.config:
-                    self._active = self._build(config, previous=self._active)
-        return self._active
+        if config is not self._serving.config:
+            with self._in_force_lock:
+                if config is not self._serving.config:
+                    self._serving = self._build(config, previous=self._serving)
+        return self._serving
 
     def reload_web_config(self) -> bool:
         """Re-read the web config file now (SIGHUP); False when it is bad and the old stays."""
         if not isinstance(self._web_config, WebConfigWatcher):
             return True
         reloaded = self._web_config.reload()
-        self.active()
+        self._in_force()
         return reloaded
 
     def _config_now(self) -> WebConfig:
         source = self._web_config
         return source.current() if isinstance(source, WebConfigWatcher) else source
 
-    def _build(self, config: WebConfig, previous: _Active | None) -> _Active:
+    def _build(self, config: WebConfig, previous: _InForce | None) -> _InForce:
         """Derive from `config`; the same users keep the verifier, and its cache, alive."""
         context = None
         if config.tls is not None:
@@ -185,7 +185,7 @@ class MetricsServer:
             verifier = previous.verifier
         else:
             verifier = BasicAuthVerifier(config.basic_auth_users)
-        return _Active(config, context, verifier)
+        return _InForce(config, context, verifier)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -262,7 +262,7 @@ class MetricsServer:
             if len(self._waiting) >= self._max_waiting:
                 self._evict_oldest()
             deadline = time.monotonic() + self.header_timeout
-            context = self.active().ssl_context
+            context = self._in_force().ssl_context
             if context is None:
                 self._keep(_Connection(sock, address[0], _Connection.READING, deadline))
                 continue
@@ -376,7 +376,7 @@ class MetricsServer:
         So a flood of wrong passwords, however long the queue it makes, delays
         neither Prometheus (whose credentials are cached) nor the kubelet's probes.
         """
-        verifier = self.active().verifier
+        verifier = self._in_force().verifier
         if not verifier.enabled:
             return True
         target = head.split(b" ", 2)[1:2]
@@ -395,7 +395,7 @@ class MetricsServer:
         """
         body = f"{status.value} {status.phrase}\n".encode()
         headers = {"Content-Type": _PLAIN, "Content-Length": str(len(body)), "Connection": "close"}
-        headers.update(self.active().config.headers)
+        headers.update(self._in_force().config.headers)
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         response = f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: {_SERVER}\r\n{head}\r\n"
         try:
@@ -522,7 +522,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def __init__(self, connection: _Connection, head: bytes, server: MetricsServer) -> None:
         self._head = head
-        self._active = server.active()
+        self._settings = server._in_force()  # one config for the whole request
         super().__init__(connection.sock, (connection.peer, 0), server)  # type: ignore[arg-type]
 
     def setup(self) -> None:
@@ -547,7 +547,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def end_headers(self) -> None:
-        for name, value in self._active.config.headers.items():
+        for name, value in self._settings.config.headers.items():
             self.send_header(name, value)
         super().end_headers()
 
@@ -569,7 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _authorised(self) -> bool:
-        verifier = self._active.verifier
+        verifier = self._settings.verifier
         if not verifier.enabled:
             return True
         try:
