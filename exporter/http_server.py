@@ -11,8 +11,8 @@ store's readiness. Two stages, so that no client can deny scrapes by being slow:
   (past the bound, the one waiting longest is closed). A slow client costs a
   socket and a buffer, never a thread;
 - a fixed pool of *worker* threads gets only complete requests, through a
-  bounded queue (full: 503 at once, except for probes and known credentials,
-  which also go first), builds each answer and writes what the socket takes at
+  bounded queue in which known credentials go first, then probes, then the
+  rest (full: 503 at once), builds each answer and writes what the socket takes at
   once; the front stage writes the rest under a write deadline, and waits for
   the next request on kept-alive connections. A client that reads slowly holds
   its answer's bytes (bounded in all), never a worker.
@@ -59,11 +59,12 @@ MAX_UNSENT_BYTES = 64 * 1024 * 1024  # answers held for clients that read slowly
 MAX_HEADER_BYTES = 64 * 1024
 MAX_WAITING_CONNECTIONS = 1000  # in the front stage: handshaking, reading headers, idle
 WORKERS = 16
-MAX_QUEUED_REQUESTS = 1000  # past it, only requests in the fast lane are queued
+MAX_QUEUED_REQUESTS = 1000  # past it, only known credentials and probes are queued (to 2x)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SHUTDOWN_POLL_SECONDS = 0.1  # how often the front stage looks at deadlines and stop()
 LINGER_SECONDS = 1.0  # after refusing a request, how long its unread bytes are drained
 _SEND_CHUNK = 256 * 1024
+_LANE_STOP, _LANE_KNOWN, _LANE_PROBES, _LANE_OTHERS = -1, 0, 1, 2  # the request queue's order
 _HEADER_END = re.compile(rb"\n\r?\n")
 _AUTHORIZATION = re.compile(rb"\nauthorization:([^\r\n]*)", re.IGNORECASE)
 _SERVER = f"notte-exporter/{__version__}"
@@ -130,7 +131,7 @@ class MetricsServer:
         self._waiting: dict[int, _Connection] = {}  # by id(); oldest first
         self._returned: collections.deque[_Connection] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
-        # (lane, order, request): lane 0 is the fast lane, None tells a worker to stop.
+        # (lane, order, request); None tells a worker to stop.
         self._requests: queue.PriorityQueue[tuple[int, int, _Request | None]] = (
             queue.PriorityQueue()
         )
@@ -216,7 +217,7 @@ class MetricsServer:
                 if (request := self._requests.get_nowait()[2]) is not None:
                     request[0].sock.close()
         for _ in workers:
-            self._requests.put((-1, next(self._order), None))
+            self._requests.put((_LANE_STOP, next(self._order), None))
         deadline = time.monotonic() + 2
         for thread in workers:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -361,31 +362,34 @@ class MetricsServer:
             return False
         head, rest = bytes(buffer[: end.end()]), bytes(buffer[end.end() :])
         connection.buffer, connection.scanned = bytearray(), 0
-        lane = 0 if self._fast_lane(head) else 1
-        if lane and self._requests.qsize() >= MAX_QUEUED_REQUESTS:
-            log.warning("%s: every worker is busy and the queue is full: 503", connection.peer)
+        lane = self._lane(head)
+        bound = MAX_QUEUED_REQUESTS if lane == _LANE_OTHERS else 2 * MAX_QUEUED_REQUESTS
+        if self._requests.qsize() >= bound:
+            log.debug("%s: every worker is busy and the queue is full: 503", connection.peer)
             self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE)
             return True
         self._release(connection)
         self._requests.put((lane, next(self._order), (connection, head, rest)))
         return True
 
-    def _fast_lane(self, head: bytes) -> bool:
-        """Probes, and requests whose credentials passed before, go ahead of the rest.
+    def _lane(self, head: bytes) -> int:
+        """Known credentials first, then probes, then the rest; each lane first in, first out.
 
-        So a flood of wrong passwords, however long the queue it makes, delays
-        neither Prometheus (whose credentials are cached) nor the kubelet's probes.
+        So a flood of wrong passwords or of probes, however long the queue it makes,
+        delays neither Prometheus (whose credentials are cached) nor the kubelet.
         """
-        verifier = self._in_force().verifier
-        if not verifier.enabled:
-            return True
         target = head.split(b" ", 2)[1:2]
         if target and target[0].split(b"?", 1)[0].decode("latin-1") in OPEN_PATHS:
-            return True
+            return _LANE_PROBES
+        verifier = self._in_force().verifier
         authorization = _AUTHORIZATION.search(head)
-        return authorization is not None and verifier.known(
-            authorization.group(1).strip().decode("latin-1")
-        )
+        if (
+            verifier.enabled
+            and authorization is not None
+            and verifier.known(authorization.group(1).strip().decode("latin-1"))
+        ):
+            return _LANE_KNOWN
+        return _LANE_OTHERS
 
     def _refuse(self, connection: _Connection, status: HTTPStatus) -> None:
         """Answer with an error, best effort, then drain what the client still sends.
