@@ -161,6 +161,9 @@ def test_a_flood_of_wrong_passwords_does_not_deny_an_authorised_scrape(
 
     with hostile(guarded.server.port, request, again) as tally:
         durations = attack_while_scraping(guarded.url, tally)
+        started = time.monotonic()
+        assert httpx.get(guarded.url + "/healthz", timeout=5).status_code == 200  # the kubelet
+        durations.append(time.monotonic() - started)
     assert max(durations) < 1.0, durations
     # Every wrong password was answered, at once when the checks were all taken.
     assert set(tally) <= {b"401", b"429"}, tally
