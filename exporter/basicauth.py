@@ -60,13 +60,20 @@ class BasicAuthVerifier:
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._bcrypt_lock = threading.Lock()
-        self._admission = threading.BoundedSemaphore(max_pending)
+        self._admission_lock = threading.Lock()
+        self._max_pending = max_pending
+        self._pending = 0  # uncached checks admitted and not finished
         self._monotonic = monotonic
         self._sleep = sleep
 
     @property
     def enabled(self) -> bool:
         return bool(self._users)
+
+    @property
+    def busy(self) -> bool:
+        """True while no uncached check would be admitted: the server can say 429 up front."""
+        return self._pending >= self._max_pending
 
     def known(self, authorization_header: str | None) -> bool:
         """True for credentials that passed before and are still cached: no bcrypt, no wait."""
@@ -94,12 +101,15 @@ class BasicAuthVerifier:
                 return True
         if len(password) > BCRYPT_MAX_PASSWORD_BYTES:
             return False  # bcrypt >= 5 refuses them; they can never have been hashed
-        if not self._admission.acquire(blocking=False):
-            raise VerifierBusy
+        with self._admission_lock:
+            if self._pending >= self._max_pending:
+                raise VerifierBusy
+            self._pending += 1
         try:
             matches = self._padded_check(password, hashed if hashed is not None else self._decoy)
         finally:
-            self._admission.release()
+            with self._admission_lock:
+                self._pending -= 1
         if not (matches and hashed is not None):
             return False
         with self._cache_lock:

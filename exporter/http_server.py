@@ -58,7 +58,7 @@ WRITE_TIMEOUT_SECONDS = 30.0  # writing one response
 MAX_UNSENT_BYTES = 64 * 1024 * 1024  # answers held for clients that read slowly, in all
 MAX_HEADER_BYTES = 64 * 1024
 MAX_WAITING_CONNECTIONS = 1000  # in the front stage: handshaking, reading headers, idle
-WORKERS = 16
+WORKERS = 8  # more would only contend for the GIL: the work is Python, not I/O
 MAX_QUEUED_REQUESTS = 1000  # past it, only known credentials and probes are queued (to 2x)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 SHUTDOWN_POLL_SECONDS = 0.1  # how often the front stage looks at deadlines and stop()
@@ -69,6 +69,7 @@ _HEADER_END = re.compile(rb"\n\r?\n")
 _AUTHORIZATION = re.compile(rb"\nauthorization:([^\r\n]*)", re.IGNORECASE)
 _SERVER = f"notte-exporter/{__version__}"
 _PLAIN = "text/plain; charset=utf-8"
+_TOO_MANY_CHECKS = b"too many password checks at once\n"
 
 
 _Request = tuple["_Connection", bytes, bytes]  # the connection, its head, bytes read past it
@@ -368,9 +369,29 @@ class MetricsServer:
             log.debug("%s: every worker is busy and the queue is full: 503", connection.peer)
             self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE)
             return True
+        if lane == _LANE_OTHERS and self._in_force().verifier.busy:
+            # It would need a password check and none can start: say so now, without a
+            # worker, so that a flood of wrong passwords costs the workers nothing.
+            response = self._response(
+                HTTPStatus.TOO_MANY_REQUESTS, _TOO_MANY_CHECKS, {"Retry-After": "1"}
+            )
+            self._answer_here(connection, response, rest)
+            return True
         self._release(connection)
         self._requests.put((lane, next(self._order), (connection, head, rest)))
         return True
+
+    def _answer_here(self, connection: _Connection, response: bytes, rest: bytes) -> None:
+        """Answer from the front stage and keep the connection for the next request."""
+        connection.outgoing, connection.keep_alive, connection.rest = (
+            memoryview(response),
+            True,
+            rest,
+        )
+        connection.state = _Connection.WRITING
+        connection.deadline = time.monotonic() + self.write_timeout
+        self._keep(connection, selectors.EVENT_WRITE)  # written when the selector says so:
+        # writing now could answer a pipelined request, and the next, all in one call stack
 
     def _lane(self, head: bytes) -> int:
         """Known credentials first, then probes, then the rest; each lane first in, first out.
@@ -398,12 +419,9 @@ class MetricsServer:
         lose the answer; Go calls this a lingering close.
         """
         body = f"{status.value} {status.phrase}\n".encode()
-        headers = {"Content-Type": _PLAIN, "Content-Length": str(len(body)), "Connection": "close"}
-        headers.update(self._in_force().config.headers)
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        response = f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: {_SERVER}\r\n{head}\r\n"
+        response = self._response(status, body, {"Connection": "close"})
         try:
-            connection.sock.send(response.encode("latin-1") + body)
+            connection.sock.send(response)
             connection.sock.shutdown(socket.SHUT_WR)
         except (OSError, ValueError):
             return self._close(connection)
@@ -411,6 +429,14 @@ class MetricsServer:
         connection.deadline = time.monotonic() + LINGER_SECONDS
         self._keep(connection)
         return None
+
+    def _response(self, status: HTTPStatus, body: bytes, headers: dict[str, str]) -> bytes:
+        """A small plain-text response written by the front stage itself."""
+        fields = {"Server": _SERVER, "Content-Type": _PLAIN, "Content-Length": str(len(body))}
+        fields.update(headers)
+        fields.update(self._in_force().config.headers)
+        head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        return f"HTTP/1.1 {status.value} {status.phrase}\r\n{head}\r\n".encode("latin-1") + body
 
     def _take_returned(self) -> None:
         """Connections back from the workers: finish writing, then wait for the next request."""

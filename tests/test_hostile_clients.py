@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextlib
-import re
-import selectors
+import json
 import socket
 import ssl
-import threading
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +34,6 @@ HOSTILE_CONNECTIONS = 300
 ATTACK_SECONDS = 2.0
 PASSWORD = "prometheus-scrape-password"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()  # ~60 ms a check
-WRONG = "Basic " + base64.b64encode(b"prometheus:guess").decode()
 RIGHT = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()}
 
 
@@ -73,55 +71,25 @@ def scrape_seconds(url: str, **kwargs: object) -> float:
 
 
 @contextmanager
-def hostile(
-    port: int, opening: bytes, react: Callable[[socket.socket, bytes], None]
-) -> Iterator[collections.Counter[str]]:
-    """HOSTILE_CONNECTIONS sockets that send `opening`, then `react` to each thing they read
-    (and every 50 ms with b""), from one thread, until the block ends. Yields a tally of
-    the statuses the server answered and of the connections it closed."""
+def hostile(port: int, mode: str) -> Iterator[collections.Counter[str]]:
+    """HOSTILE_CONNECTIONS hostile connections (`tests.hostile_peer`, in its own process)
+    while the block runs; then the tally of what the server did to them."""
+    peer = subprocess.Popen(
+        [sys.executable, "-m", "tests.hostile_peer", "--port", str(port), "--mode", mode,
+         "--connections", str(HOSTILE_CONNECTIONS)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     tally: collections.Counter[str] = collections.Counter()
-    stop = threading.Event()
-    sockets = [
-        socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(HOSTILE_CONNECTIONS)
-    ]
-    selector = selectors.DefaultSelector()
-    for sock in sockets:
-        sock.sendall(opening)
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
-
-    def run() -> None:
-        while not stop.is_set():
-            for key, _ in selector.select(0.05):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    tally["closed"] += 1
-                    selector.unregister(sock)
-                    continue
-                tally.update(re.findall(rb"HTTP/1\.1 (\d{3})", data))
-                react(sock, data)
-            for key in list(selector.get_map().values()):
-                assert isinstance(key.fileobj, socket.socket)
-                react(key.fileobj, b"")
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
     try:
+        assert peer.stdout is not None
+        assert peer.stdout.readline().strip() == "ready"
         yield tally
     finally:
-        stop.set()
-        thread.join(5)
-        selector.close()
-        for sock in sockets:
-            sock.close()
+        out, _ = peer.communicate(input="", timeout=15)
+    tally.update(json.loads(out.strip().splitlines()[-1]))
 
 
-def attack_while_scraping(url: str, tally: collections.Counter[str]) -> list[float]:
+def attack_while_scraping(url: str) -> list[float]:
     """Scrape every 0.25 s for ATTACK_SECONDS; the durations."""
     durations = []
     deadline = time.monotonic() + ATTACK_SECONDS
@@ -135,15 +103,8 @@ def test_slowloris_connections_do_not_deny_an_authorised_scrape(
     guarded: ExporterUnderTest,
 ) -> None:
     assert guarded.server is not None
-
-    def dribble(sock: socket.socket, data: bytes) -> None:
-        if not data:
-            with contextlib.suppress(OSError):
-                sock.send(b"a")  # one more byte of a header that never ends
-
-    opening = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "
-    with hostile(guarded.server.port, opening, dribble) as tally:
-        durations = attack_while_scraping(guarded.url, tally)
+    with hostile(guarded.server.port, "slowloris") as tally:
+        durations = attack_while_scraping(guarded.url)
     assert max(durations) < 1.0, durations
     assert tally["closed"] == 0, tally  # all still dribbling: none hit its deadline yet
 
@@ -152,23 +113,16 @@ def test_a_flood_of_wrong_passwords_does_not_deny_an_authorised_scrape(
     guarded: ExporterUnderTest,
 ) -> None:
     assert guarded.server is not None
-    request = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {WRONG}\r\n\r\n".encode()
-
-    def again(sock: socket.socket, data: bytes) -> None:
-        if data:
-            with contextlib.suppress(OSError):
-                sock.send(request)  # answered: ask again at once
-
-    with hostile(guarded.server.port, request, again) as tally:
-        durations = attack_while_scraping(guarded.url, tally)
+    with hostile(guarded.server.port, "wrong-password") as tally:
+        durations = attack_while_scraping(guarded.url)
         started = time.monotonic()
         assert httpx.get(guarded.url + "/healthz", timeout=5).status_code == 200  # the kubelet
         durations.append(time.monotonic() - started)
     assert max(durations) < 1.0, durations
     # Every wrong password was answered, at once when the checks were all taken.
-    assert set(tally) <= {b"401", b"429"}, tally
-    assert tally[b"401"] > 0
-    assert tally[b"429"] > 0
+    assert set(tally) <= {"401", "429"}, tally
+    assert tally["401"] > 0
+    assert tally["429"] > 0
 
 
 @pytest.fixture
@@ -239,13 +193,8 @@ def test_half_started_tls_handshakes_do_not_deny_a_scrape(
     try:
         assert exporter.cycle()
         assert exporter.server is not None
-        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"  # a ClientHello, cut short
-
-        def stall(sock: socket.socket, data: bytes) -> None:
-            pass
-
         verify = ssl.create_default_context(cafile=str(certs.ca))
-        with hostile(exporter.server.port, hello, stall):
+        with hostile(exporter.server.port, "tls-hello"):
             for _ in range(3):
                 assert scrape_seconds(exporter.url, verify=verify) < 1.0
     finally:
