@@ -145,6 +145,11 @@ class BasicAuthVerifier:
         return matches, self._monotonic() - started
 
 
+def has_basic_credentials(header: str | None) -> bool:
+    """True for a well-formed `Basic` header: one that is worth a password check."""
+    return _basic_credentials(header) is not None
+
+
 def _cost(hashed: bytes) -> int:
     """The cost of a `$2b$NN$...` hash; 0 for anything else."""
     return int(hashed[4:6]) if hashed[4:6].isdigit() else 0

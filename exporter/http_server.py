@@ -38,13 +38,15 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
+from types import MappingProxyType
 from typing import Any
 
 from exporter import __version__
-from exporter.basicauth import BasicAuthVerifier, VerifierBusy
+from exporter.basicauth import BasicAuthVerifier, VerifierBusy, has_basic_credentials
 from exporter.exposition import Exposition
 from exporter.negotiation import wants_gzip, wants_openmetrics
 from exporter.snapshot import SnapshotStore
@@ -70,6 +72,10 @@ _AUTHORIZATION = re.compile(rb"\nauthorization:([^\r\n]*)", re.IGNORECASE)
 _SERVER = f"notte-exporter/{__version__}"
 _PLAIN = "text/plain; charset=utf-8"
 _TOO_MANY_CHECKS = b"too many password checks at once\n"
+_RETRY = MappingProxyType({"Retry-After": "1"})
+_UNAUTHORISED = b"unauthorised\n"
+_CHALLENGE = MappingProxyType({"WWW-Authenticate": 'Basic realm="notte-exporter", charset="UTF-8"'})
+_REQUEST_LINE = re.compile(rb"(GET|HEAD) (\S+) HTTP/1\.[01]\r?\n")
 
 
 _Request = tuple["_Connection", bytes, bytes]  # the connection, its head, bytes read past it
@@ -363,23 +369,50 @@ class MetricsServer:
             return False
         head, rest = bytes(buffer[: end.end()]), bytes(buffer[end.end() :])
         connection.buffer, connection.scanned = bytearray(), 0
-        lane = self._lane(head)
+        lane, answer = self._triage(head)
+        if answer is not None:
+            self._answer_here(connection, answer, rest)
+            return True
         bound = MAX_QUEUED_REQUESTS if lane == _LANE_OTHERS else 2 * MAX_QUEUED_REQUESTS
         if self._requests.qsize() >= bound:
             log.debug("%s: every worker is busy and the queue is full: 503", connection.peer)
             self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE)
             return True
-        if lane == _LANE_OTHERS and self._in_force().verifier.busy:
-            # It would need a password check and none can start: say so now, without a
-            # worker, so that a flood of wrong passwords costs the workers nothing.
-            response = self._response(
-                HTTPStatus.TOO_MANY_REQUESTS, _TOO_MANY_CHECKS, {"Retry-After": "1"}
-            )
-            self._answer_here(connection, response, rest)
-            return True
         self._release(connection)
         self._requests.put((lane, next(self._order), (connection, head, rest)))
         return True
+
+    def _triage(self, head: bytes) -> tuple[int, bytes | None]:
+        """The queue lane for a request, or the answer the front stage gives it itself.
+
+        Known credentials go first, then probes, then the rest, so a flood of other
+        requests, however long the queue it makes, delays neither Prometheus (whose
+        credentials are cached) nor the kubelet. A request a worker could only
+        refuse (no credentials; or a password to check while no check can start) is
+        answered here, so a flood of those costs the workers nothing.
+        """
+        line = _REQUEST_LINE.match(head)
+        if line is None:
+            return _LANE_OTHERS, None  # a worker says what is wrong with it
+        if _path(line.group(2)) in OPEN_PATHS:
+            return _LANE_PROBES, None
+        verifier = self._in_force().verifier
+        if not verifier.enabled:
+            return _LANE_OTHERS, None
+        found = _AUTHORIZATION.search(head)
+        authorization = found.group(1).strip().decode("latin-1") if found else None
+        if verifier.known(authorization):
+            return _LANE_KNOWN, None
+        head_only = line.group(1) == b"HEAD"
+        if not has_basic_credentials(authorization):
+            return _LANE_OTHERS, self._response(
+                HTTPStatus.UNAUTHORIZED, _UNAUTHORISED, _CHALLENGE, head_only=head_only
+            )
+        if verifier.busy:
+            return _LANE_OTHERS, self._response(
+                HTTPStatus.TOO_MANY_REQUESTS, _TOO_MANY_CHECKS, _RETRY, head_only=head_only
+            )
+        return _LANE_OTHERS, None
 
     def _answer_here(self, connection: _Connection, response: bytes, rest: bytes) -> None:
         """Answer from the front stage and keep the connection for the next request."""
@@ -392,25 +425,6 @@ class MetricsServer:
         connection.deadline = time.monotonic() + self.write_timeout
         self._keep(connection, selectors.EVENT_WRITE)  # written when the selector says so:
         # writing now could answer a pipelined request, and the next, all in one call stack
-
-    def _lane(self, head: bytes) -> int:
-        """Known credentials first, then probes, then the rest; each lane first in, first out.
-
-        So a flood of wrong passwords or of probes, however long the queue it makes,
-        delays neither Prometheus (whose credentials are cached) nor the kubelet.
-        """
-        target = head.split(b" ", 2)[1:2]
-        if target and target[0].split(b"?", 1)[0].decode("latin-1") in OPEN_PATHS:
-            return _LANE_PROBES
-        verifier = self._in_force().verifier
-        authorization = _AUTHORIZATION.search(head)
-        if (
-            verifier.enabled
-            and authorization is not None
-            and verifier.known(authorization.group(1).strip().decode("latin-1"))
-        ):
-            return _LANE_KNOWN
-        return _LANE_OTHERS
 
     def _refuse(self, connection: _Connection, status: HTTPStatus) -> None:
         """Answer with an error, best effort, then drain what the client still sends.
@@ -430,13 +444,21 @@ class MetricsServer:
         self._keep(connection)
         return None
 
-    def _response(self, status: HTTPStatus, body: bytes, headers: dict[str, str]) -> bytes:
+    def _response(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        head_only: bool = False,
+    ) -> bytes:
         """A small plain-text response written by the front stage itself."""
         fields = {"Server": _SERVER, "Content-Type": _PLAIN, "Content-Length": str(len(body))}
         fields.update(headers)
         fields.update(self._in_force().config.headers)
         head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
-        return f"HTTP/1.1 {status.value} {status.phrase}\r\n{head}\r\n".encode("latin-1") + body
+        response = f"HTTP/1.1 {status.value} {status.phrase}\r\n{head}\r\n".encode("latin-1")
+        return response if head_only else response + body
 
     def _take_returned(self) -> None:
         """Connections back from the workers: finish writing, then wait for the next request."""
@@ -606,14 +628,9 @@ class _Handler(BaseHTTPRequestHandler):
             if verifier.check(self.headers.get("Authorization")):
                 return True
         except VerifierBusy:
-            self._send(429, b"too many password checks at once\n", _PLAIN, {"Retry-After": "1"})
+            self._send(429, _TOO_MANY_CHECKS, _PLAIN, _RETRY)
             return False
-        self._send(
-            401,
-            b"unauthorised\n",
-            _PLAIN,
-            {"WWW-Authenticate": 'Basic realm="notte-exporter", charset="UTF-8"'},
-        )
+        self._send(401, _UNAUTHORISED, _PLAIN, _CHALLENGE)
         return False
 
     def _metrics(self) -> None:
@@ -633,7 +650,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, b"not ready: no poll cycle has succeeded yet\n", _PLAIN)
 
     def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -646,6 +663,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
+
+
+def _path(target: bytes) -> str:
+    """The path of a request target, as `BaseHTTPRequestHandler` and `do_GET` read it."""
+    path = target.decode("latin-1").split("?", 1)[0]
+    return "/" + path.lstrip("/") if path.startswith("//") else path
 
 
 def _listen(address: tuple[str, int]) -> socket.socket:

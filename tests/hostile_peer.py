@@ -45,9 +45,11 @@ def _stall(sock: socket.socket, data: bytes) -> None:
 
 
 WRONG_PASSWORD = f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {WRONG}\r\n\r\n".encode()
+NO_PASSWORD = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 MODES: dict[str, tuple[bytes, Callable[[socket.socket, bytes], None]]] = {
     "slowloris": (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ", _dribble),
     "wrong-password": (WRONG_PASSWORD, _again(WRONG_PASSWORD)),
+    "no-password": (NO_PASSWORD, _again(NO_PASSWORD)),
     # The start of a TLS ClientHello, then nothing.
     "tls-hello": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", _stall),
 }
