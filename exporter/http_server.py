@@ -12,15 +12,17 @@ store's readiness. Two stages, so that no client can deny scrapes by being slow:
   socket and a buffer, never a thread;
 - a fixed pool of *worker* threads gets only complete requests, through a
   bounded queue in which known credentials go first, then probes, then the
-  rest (full: 503 at once), builds each answer and writes what the socket takes at
-  once; the front stage writes the rest under a write deadline, and waits for
-  the next request on kept-alive connections. A client that reads slowly holds
-  its answer's bytes (bounded in all), never a worker.
+  rest (full: 503 at once), builds each answer and writes what the socket
+  takes at once; the front stage writes the rest under a write deadline, and
+  waits for the next request on kept-alive connections. A client that reads
+  slowly holds its answer's bytes (bounded in all), never a worker.
 
-Password checks are bounded in `basicauth`: a flood of wrong passwords gets 401s
-and 429s, while credentials seen before skip bcrypt. The web config (TLS, users,
-headers) is looked up for each new connection and each request, so a changed
-file applies without a restart.
+What a worker could only refuse, the front stage answers itself: 401 without
+credentials, 429 when a password would need checking and `basicauth` admits no
+more checks. So floods of wrong passwords, or of none, cost the workers nothing
+(and bcrypt one core), while credentials seen before skip bcrypt and go first.
+The web config (TLS, users, headers) is looked up for each new connection and
+each request, so a changed file applies without a restart.
 """
 
 from __future__ import annotations
