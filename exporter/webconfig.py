@@ -1,9 +1,10 @@
 """The web config file: TLS, basic auth and extra headers for the exporter's own endpoints.
 
-The file is the Prometheus exporter-toolkit format (`--web-config-file`), read and
-checked once at start: settings -> `load_web_config` -> `WebConfig` -> the HTTP
-server, which builds its `ssl.SSLContext` with `build_ssl_context` and checks
-`Authorization` with a `BasicAuthVerifier`.
+The file is the Prometheus exporter-toolkit format (`--web-config-file`):
+settings -> `WebConfigWatcher` (`load_web_config` at start, again whenever the
+file or its TLS files change) -> `WebConfig` -> the HTTP server, which builds
+its `ssl.SSLContext` with `build_ssl_context` and checks `Authorization` with a
+`basicauth.BasicAuthVerifier`.
 
     tls_server_config: {cert_file, key_file, client_auth_type, client_ca_file,
                         min_version, max_version, prefer_server_cipher_suites}
@@ -20,24 +21,21 @@ would be worse than refusing to start.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
+import logging
 import re
-import secrets
 import ssl
 import threading
+import time
 import warnings
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import bcrypt
 import yaml
+
+log = logging.getLogger(__name__)
 
 TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = MappingProxyType(
     {
@@ -100,8 +98,7 @@ UNSUPPORTED: Mapping[str, str] = MappingProxyType(
 )
 BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
-BCRYPT_MAX_PASSWORD_BYTES = 72
-CACHE_SIZE = 256
+RELOAD_CHECK_SECONDS = 1.0  # how often `WebConfigWatcher.current` looks at the files
 
 
 class WebConfigError(Exception):
@@ -378,74 +375,82 @@ def _load_certificates(context: ssl.SSLContext, path: Path, key: str) -> None:
         ) from None
 
 
-class BasicAuthVerifier:
-    """Checks `Authorization: Basic ...` against bcrypt hashes, caching successes.
+# What a file looked like when last read: enough to notice an in-place rewrite, a
+# rename over it, or a Kubernetes secret's symlink swap.
+_FileStamp = tuple[str, int, int, int, int] | tuple[str, None]
 
-    A scrape every 15 s would otherwise pay ~100-300 ms of bcrypt each time. The
-    cache holds HMAC-SHA256(per-process random key, user NUL password), never the
-    password, and the random key means a leaked entry cannot be looked up in a
-    precomputed table. Failures are not cached; bcrypt runs one at a time (as in
-    exporter-toolkit) so a flood of wrong passwords costs one core, not all.
+
+def _stamp(path: Path) -> _FileStamp:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
+
+
+def _watched_files(path: Path, config: WebConfig) -> tuple[Path, ...]:
+    tls = config.tls
+    if tls is None:
+        return (path,)
+    return (path, tls.cert_file, tls.key_file, *filter(None, [tls.client_ca_file]))
+
+
+class WebConfigWatcher:
+    """The web config file, re-read when it or its TLS files change.
+
+    As in exporter-toolkit, a change applies to new connections without a
+    restart. `current()` looks at the files at most once per `check_interval`;
+    a file that became invalid keeps the last good config in force, logs one
+    error (not one per check) and is tried again at each check until it is good.
+    The first read happens here, so a bad file at start is a bad setting.
     """
 
-    def __init__(self, users: Mapping[str, bytes], *, cache_size: int = CACHE_SIZE) -> None:
-        self._users = {name.encode(): hashed for name, hashed in users.items()}
-        # An unknown user is checked against the costliest real hash (result thrown
-        # away), so the time taken does not tell a real user name from a wrong one.
-        self._decoy = max(self._users.values(), key=lambda h: h[4:6], default=b"")
-        self._cache_key = secrets.token_bytes(32)
-        self._cache: OrderedDict[bytes, None] = OrderedDict()
-        self._cache_size = cache_size
-        self._cache_lock = threading.Lock()
-        self._bcrypt_lock = threading.Lock()
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        check_interval: float = RELOAD_CHECK_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self._check_interval = check_interval
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._config = load_web_config(self.path)
+        self._stamps = self._stamp_files(self._config)
+        self._failure: str | None = None
+        self._next_check = monotonic() + check_interval
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._users)
+    def current(self) -> WebConfig:
+        """The config in force; re-read first when the files changed since the last look."""
+        if self._monotonic() >= self._next_check:
+            with self._lock:
+                now = self._monotonic()
+                if now >= self._next_check:
+                    self._next_check = now + self._check_interval
+                    if self._failure is not None or self._stamp_files(self._config) != self._stamps:
+                        self._load()
+        return self._config
 
-    def check(self, authorization_header: str | None) -> bool:
-        credentials = _basic_credentials(authorization_header)
-        if credentials is None or not self._users:
+    def reload(self) -> bool:
+        """Re-read now (SIGHUP); False when the file is bad and the last good config stays."""
+        with self._lock:
+            self._next_check = self._monotonic() + self._check_interval
+            return self._load()
+
+    def _load(self) -> bool:
+        try:
+            config = load_web_config(self.path)
+        except WebConfigError as exc:
+            if str(exc) != self._failure:
+                log.error("%s; the last good web config stays in force", exc)
+            self._failure = str(exc)
             return False
-        user, password = credentials
-        hashed = None
-        for name, candidate in self._users.items():  # every name compared, in constant time
-            if hmac.compare_digest(name, user):
-                hashed = candidate
-        digest = hmac.new(self._cache_key, user + b"\0" + password, hashlib.sha256).digest()
-        with self._cache_lock:
-            if hashed is not None and digest in self._cache:
-                self._cache.move_to_end(digest)
-                return True
-        if len(password) > BCRYPT_MAX_PASSWORD_BYTES:
-            return False  # bcrypt >= 5 refuses them; they can never have been hashed
-        with self._bcrypt_lock:
-            try:
-                matches = bcrypt.checkpw(password, hashed if hashed is not None else self._decoy)
-            except ValueError:  # a hash that did not come through load_web_config
-                matches = False
-        if not (matches and hashed is not None):
-            return False
-        with self._cache_lock:
-            self._cache[digest] = None
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._config = config
+        self._stamps = self._stamp_files(config)
+        self._failure = None
+        log.info("web config (re)loaded from %s", self.path)
         return True
 
-
-def _basic_credentials(header: str | None) -> tuple[bytes, bytes] | None:
-    """`Basic base64(user:password)` -> (user, password) as bytes, or None if malformed."""
-    if not header:
-        return None
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(b":")
-    # A user name holding NUL would make the cache key ambiguous; none is configured.
-    if not sep or b"\0" in user:
-        return None
-    return user, password
+    def _stamp_files(self, config: WebConfig) -> tuple[_FileStamp, ...]:
+        return tuple(_stamp(file) for file in _watched_files(self.path, config))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import socket
 import struct
 import time
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
+import bcrypt
 import httpx
 import pytest
 from prometheus_client.openmetrics.parser import (
@@ -30,10 +32,13 @@ from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient, NotteError
 from exporter.selfmetrics import create_self_metrics
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
+from exporter.webconfig import load_web_config
 from tests.harness import (
     API_KEY,
+    ExporterUnderTest,
     assert_promtool_accepts,
     exporter_for,
+    make_settings,
     parse_samples,
     value,
     wait_until,
@@ -362,3 +367,40 @@ def test_discovered_ids_reach_only_their_own_session(
         assert (
             value(samples, "notte_session_status", session_id=session_id, status="timed_out") == 1
         )
+
+
+# --- passwords for the HTTP endpoints -------------------------------------------------------------
+
+
+def test_scrape_passwords_never_appear_in_logs_or_pages(
+    api: SimulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = "scrape-pw-Z8kQ2vN5"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    exporter = ExporterUnderTest(
+        make_settings(api.url), web_config=load_web_config(tmp_path / "web.yml")
+    )
+    exporter.start_http()
+    pages = []
+    try:
+        with caplog.at_level(logging.DEBUG, logger="exporter"):
+            assert exporter.cycle()
+            guesses = [
+                ("prometheus", password),
+                ("prometheus", password[:-1] + "x"),
+                ("intruder", password),
+                ("prometheus", password + ":" + password),
+            ]
+            for user, guess in guesses:
+                token = base64.b64encode(f"{user}:{guess}".encode()).decode()
+                for path in ("/metrics", "/", "/nowhere", "/healthz"):
+                    response = exporter.get(path, headers={"Authorization": f"Basic {token}"})
+                    pages.append(response.content + str(response.headers).encode())
+    finally:
+        exporter.close()
+    token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+    for text in [caplog.text.encode(), *pages]:
+        assert password.encode() not in text
+        assert password[:-1].encode() not in text
+        assert token.encode() not in text

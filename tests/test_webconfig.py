@@ -1,32 +1,31 @@
-"""The web config file: parsing and its errors, basic auth, and real TLS handshakes."""
+"""The web config file: parsing and its errors, re-reading it, and basic auth.
+
+Real handshakes through the server, for every client_auth_type, are in test_http_server."""
 
 from __future__ import annotations
 
 import base64
-import http.client
+import logging
+import os
 import shutil
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import bcrypt
 import pytest
 
+from exporter.basicauth import BasicAuthVerifier, VerifierBusy
 from exporter.webconfig import (
-    BasicAuthVerifier,
     TLSConfig,
-    WebConfig,
     WebConfigError,
+    WebConfigWatcher,
     build_ssl_context,
     load_web_config,
 )
 from tests.certs import Certs, make_certs
-from tests.harness import reachable_strings
+from tests.harness import Clock, reachable_strings
 
 
 def _hash(password: str, rounds: int = 4) -> str:
@@ -337,122 +336,11 @@ def test_control_characters_in_names_stay_on_one_line(tmp_path: Path) -> None:
 # --- the SSL context -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("client_auth_type", "verify_mode"),
-    [
-        ("NoClientCert", ssl.CERT_NONE),
-        ("RequestClientCert", ssl.CERT_NONE),
-        ("RequireAnyClientCert", ssl.CERT_REQUIRED),
-        ("VerifyClientCertIfGiven", ssl.CERT_OPTIONAL),
-        ("RequireAndVerifyClientCert", ssl.CERT_REQUIRED),
-    ],
-)
-def test_client_auth_type_sets_the_verify_mode(
-    certs: Certs, client_auth_type: str, verify_mode: ssl.VerifyMode
-) -> None:
-    ca = certs.ca if client_auth_type not in ("NoClientCert", "RequestClientCert") else None
-    tls = TLSConfig(certs.server_crt, certs.server_key, client_auth_type, ca)
-
-    context = build_ssl_context(tls)
-
-    assert context.verify_mode == verify_mode
-    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
-
-
 def test_tls10_minimum_is_honoured_without_a_deprecation_warning(certs: Certs) -> None:
     # pytest runs with filterwarnings=error: Python's DeprecationWarning would fail this.
     context = build_ssl_context(TLSConfig(certs.server_crt, certs.server_key, min_version="TLS10"))
 
     assert context.minimum_version == ssl.TLSVersion.TLSv1
-
-
-class _Hello(BaseHTTPRequestHandler):
-    timeout = 5
-
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.do_handshake()
-
-    def do_GET(self) -> None:
-        body = b"hello\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # refused handshakes are what some tests expect
-
-
-@contextmanager
-def _https_server(context: ssl.SSLContext) -> Iterator[int]:
-    server = _QuietServer(("127.0.0.1", 0), _Hello)
-    server.socket = context.wrap_socket(
-        server.socket, server_side=True, do_handshake_on_connect=False
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def _get(port: int, certs: Certs, *, client_cert: bool, max_version: Any = None) -> int:
-    context = ssl.create_default_context(cafile=certs.ca)
-    if client_cert:
-        context.load_cert_chain(certs.client_crt, certs.client_key)
-    if max_version is not None:
-        context.maximum_version = max_version
-    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
-    try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
-
-
-def test_handshake_requires_a_verified_client_certificate(config_dir: Path, certs: Certs) -> None:
-    path = _write(
-        config_dir,
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
-    )
-    tls = load_web_config(path).tls
-    assert tls is not None
-
-    with _https_server(build_ssl_context(tls)) as port:
-        # TLS 1.3 reports a missing client certificate after the client's side of the
-        # handshake, so the failure may surface on the request or on the response.
-        with pytest.raises((OSError, http.client.HTTPException)):
-            _get(port, certs, client_cert=False)
-        assert _get(port, certs, client_cert=True) == 200
-
-
-def test_handshake_without_client_auth_and_min_version(config_dir: Path, certs: Certs) -> None:
-    path = _write(
-        config_dir, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-    )
-    tls = load_web_config(path).tls
-    assert tls is not None
-    strict = TLSConfig(tls.cert_file, tls.key_file, min_version="TLS13")
-
-    with _https_server(build_ssl_context(tls)) as port:
-        assert _get(port, certs, client_cert=False) == 200
-    with _https_server(build_ssl_context(strict)) as port:
-        assert _get(port, certs, client_cert=False) == 200
-        with pytest.raises(ssl.SSLError):
-            _get(port, certs, client_cert=False, max_version=ssl.TLSVersion.TLSv1_2)
 
 
 # --- basic auth ----------------------------------------------------------------------------
@@ -565,7 +453,9 @@ def test_cache_never_holds_the_plaintext_password() -> None:
 
 def test_concurrent_checks_are_safe() -> None:
     users = {f"user{i}": _hash(f"pw{i}") for i in range(4)}
-    verifier = BasicAuthVerifier({n: h.encode() for n, h in users.items()}, cache_size=2)
+    verifier = BasicAuthVerifier(
+        {n: h.encode() for n, h in users.items()}, cache_size=2, max_pending=8
+    )
     results: list[bool] = []
     lock = threading.Lock()
 
@@ -587,8 +477,158 @@ def test_concurrent_checks_are_safe() -> None:
     assert all(results)
 
 
-def test_web_config_defaults_are_empty() -> None:
-    config = WebConfig()
+class FakeTime:
+    """Time that only bcrypt and sleep move: a check against a cost-c hash takes 2**c."""
 
-    assert config.tls is None
-    assert not BasicAuthVerifier(config.basic_auth_users).enabled
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_every_uncached_check_takes_as_long_as_the_costliest_hash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeTime()
+    real = bcrypt.checkpw
+
+    def timed(password: bytes, hashed: bytes) -> bool:
+        fake.now += 2 ** int(hashed[4:6])
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", timed)
+    verifier = BasicAuthVerifier(
+        {"alice": _hash("alice-pw", rounds=4).encode(), "bob": _hash("bob-pw", rounds=6).encode()},
+        monotonic=fake.monotonic,
+        sleep=fake.sleep,
+    )
+    verifier.check(_basic("alice", "warm-up"))  # the first cheap check measures the costliest once
+    cases = {
+        "cheap user, wrong password": _basic("alice", "wrong"),
+        "costly user, wrong password": _basic("bob", "wrong"),
+        "unknown user": _basic("mallory", "alice-pw"),
+        "cheap user, right password": _basic("alice", "alice-pw"),
+        "costly user, right password": _basic("bob", "bob-pw"),
+    }
+    durations = {}
+    for case, header in cases.items():
+        started = fake.now
+        verifier.check(header)
+        durations[case] = fake.now - started
+
+    assert durations == dict.fromkeys(cases, 2**6)
+
+
+def test_checks_past_the_bound_are_refused_at_once_while_known_credentials_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = BasicAuthVerifier({"alice": ALICE_HASH.encode()}, max_pending=1)
+    right = _basic("alice", ALICE_PASSWORD)
+    assert verifier.check(right)
+    entered, release = threading.Event(), threading.Event()
+    real = bcrypt.checkpw
+
+    def stuck(password: bytes, hashed: bytes) -> bool:
+        entered.set()
+        release.wait(10)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", stuck)
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(verifier.check(_basic("alice", "x"))))
+    thread.start()
+    try:
+        assert entered.wait(10)
+        for header in (_basic("alice", "wrong"), _basic("mallory", "guess")):
+            with pytest.raises(VerifierBusy):
+                verifier.check(header)
+        assert verifier.known(right)
+        assert not verifier.known(_basic("alice", "wrong"))
+        assert verifier.check(right)  # cached: no bcrypt, no wait
+    finally:
+        release.set()
+        thread.join(10)
+    assert outcome == [False]
+    assert not verifier.check(_basic("alice", "wrong"))  # admitted again
+
+
+# --- re-reading the file -------------------------------------------------------------------
+
+
+def _replace(path: Path, content: str | bytes) -> None:
+    """A new file renamed over the old one, as Kubernetes and cert-manager do."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.replace(staged, path)
+
+
+def test_watcher_looks_at_the_files_at_most_once_per_interval(tmp_path: Path) -> None:
+    clock = Clock(0.0)
+    path = _write(tmp_path, f"basic_auth_users:\n  alice: '{ALICE_HASH}'\n")
+    watcher = WebConfigWatcher(path, check_interval=1.0, monotonic=clock)
+    first = watcher.current()
+    _replace(path, f"basic_auth_users:\n  bob: '{ALICE_HASH}'\n")
+
+    assert watcher.current() is first
+    clock.now = 1.0
+    second = watcher.current()
+    assert set(second.basic_auth_users) == {"bob"}
+    clock.now = 5.0
+    assert watcher.current() is second  # nothing changed since: not read again
+
+
+def test_watcher_follows_the_tls_files(config_dir: Path) -> None:
+    clock = Clock(0.0)
+    path = _write(
+        config_dir, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )
+    watcher = WebConfigWatcher(path, check_interval=1.0, monotonic=clock)
+    first = watcher.current()
+
+    _replace(config_dir / "server.crt", (config_dir / "server.crt").read_bytes())
+    clock.now = 1.0
+
+    assert watcher.current() is not first
+
+
+def test_watcher_keeps_the_last_good_config_and_logs_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(0.0)
+    path = _write(tmp_path, f"basic_auth_users:\n  alice: '{ALICE_HASH}'\n")
+    watcher = WebConfigWatcher(path, check_interval=1.0, monotonic=clock)
+    good = watcher.current()
+
+    with caplog.at_level(logging.INFO, logger="exporter.webconfig"):
+        _replace(path, "basic_auth_users:\n  alice: hunter2\n")
+        for second in range(1, 5):
+            clock.now = second
+            assert watcher.current() is good
+        assert not watcher.reload()
+        assert watcher.current() is good
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1, errors
+        assert "basic_auth_users.alice: not a bcrypt hash" in errors[0]
+        assert "hunter2" not in errors[0]
+
+        _replace(path, f"basic_auth_users:\n  bob: '{ALICE_HASH}'\n")
+        clock.now = 10.0
+        assert set(watcher.current().basic_auth_users) == {"bob"}
+
+
+def test_watcher_reload_reads_now(tmp_path: Path) -> None:
+    path = _write(tmp_path, f"basic_auth_users:\n  alice: '{ALICE_HASH}'\n")
+    watcher = WebConfigWatcher(path, check_interval=3600, monotonic=Clock(0.0))
+    _replace(path, f"basic_auth_users:\n  bob: '{ALICE_HASH}'\n")
+
+    assert watcher.reload()
+    assert set(watcher.current().basic_auth_users) == {"bob"}
+
+
+def test_watcher_refuses_a_bad_file_at_start(tmp_path: Path) -> None:
+    with pytest.raises(WebConfigError, match=r"basic_auth_users\.alice"):
+        WebConfigWatcher(_write(tmp_path, "basic_auth_users:\n  alice: hunter2\n"))

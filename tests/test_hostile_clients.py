@@ -1,0 +1,228 @@
+"""Hostile clients never deny an authorised scrape.
+
+Slowloris connections (headers one byte at a time), a flood of wrong passwords,
+headers that never end, half-started TLS handshakes: each is bounded in count
+and time here, on loopback only, while a Prometheus-like client keeps scraping
+with credentials it has used before and must be answered within a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+
+from exporter.http_server import MetricsServer
+from exporter.simulator import SimulatedNotte, SimulatorServer
+from exporter.webconfig import load_web_config
+from tests.certs import make_certs
+from tests.harness import API_KEY, ExporterUnderTest, make_settings, parse_samples, value
+
+HOSTILE_CONNECTIONS = 300
+ATTACK_SECONDS = 2.0
+PASSWORD = "prometheus-scrape-password"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()  # ~60 ms a check
+RIGHT = {"Authorization": "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()}
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[SimulatorServer]:
+    world = SimulatedNotte(seed=11)
+    world.add_session("a1")
+    with SimulatorServer(world, api_key=API_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def guarded(
+    api: SimulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExporterUnderTest]:
+    """An exporter with basic auth, whose scraper's credentials were checked once already."""
+    path = tmp_path_factory.mktemp("web") / "web.yml"
+    path.write_text(f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    exporter = ExporterUnderTest(make_settings(api.url), web_config=load_web_config(path))
+    exporter.start_http()
+    assert exporter.cycle()
+    assert exporter.get("/metrics", headers=RIGHT).status_code == 200
+    yield exporter
+    exporter.close()
+
+
+def scrape_seconds(url: str, **kwargs: object) -> float:
+    """One authorised scrape on a new connection; how long it took to get a whole answer."""
+    started = time.monotonic()
+    response = httpx.get(url + "/metrics", headers=RIGHT, timeout=5, **kwargs)  # type: ignore[arg-type]
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert value(parse_samples(response.text), "notte_up") == 1
+    return elapsed
+
+
+@contextmanager
+def hostile(port: int, mode: str) -> Iterator[collections.Counter[str]]:
+    """HOSTILE_CONNECTIONS hostile connections (`tests.hostile_peer`, in its own process)
+    while the block runs; then the tally of what the server did to them."""
+    peer = subprocess.Popen(
+        [sys.executable, "-m", "tests.hostile_peer", "--port", str(port), "--mode", mode,
+         "--connections", str(HOSTILE_CONNECTIONS)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    tally: collections.Counter[str] = collections.Counter()
+    try:
+        assert peer.stdout is not None
+        assert peer.stdout.readline().strip() == "ready"
+        yield tally
+    finally:
+        out, _ = peer.communicate(input="", timeout=15)
+    tally.update(json.loads(out.strip().splitlines()[-1]))
+
+
+def attack_while_scraping(url: str) -> list[float]:
+    """Scrape every 0.25 s for ATTACK_SECONDS; the durations."""
+    durations = []
+    deadline = time.monotonic() + ATTACK_SECONDS
+    while time.monotonic() < deadline:
+        durations.append(scrape_seconds(url))
+        time.sleep(0.25)
+    return durations
+
+
+def test_slowloris_connections_do_not_deny_an_authorised_scrape(
+    guarded: ExporterUnderTest,
+) -> None:
+    assert guarded.server is not None
+    with hostile(guarded.server.port, "slowloris") as tally:
+        durations = attack_while_scraping(guarded.url)
+    assert max(durations) < 1.0, durations
+    assert tally["closed"] == 0, tally  # all still dribbling: none hit its deadline yet
+
+
+@pytest.mark.parametrize("mode", ["wrong-password", "no-password"])
+def test_a_flood_of_unauthorised_requests_does_not_deny_an_authorised_scrape(
+    guarded: ExporterUnderTest, mode: str
+) -> None:
+    assert guarded.server is not None
+    with hostile(guarded.server.port, mode) as tally:
+        durations = attack_while_scraping(guarded.url)
+        started = time.monotonic()
+        assert httpx.get(guarded.url + "/healthz", timeout=5).status_code == 200  # the kubelet
+        durations.append(time.monotonic() - started)
+    assert max(durations) < 1.0, durations
+    # Every request was answered: the wrong passwords at once when the checks were all taken.
+    assert set(tally) <= {"401", "429"}, tally
+    assert tally["401"] > 0
+    assert (tally["429"] > 0) is (mode == "wrong-password")
+
+
+@pytest.fixture
+def short_deadlines(guarded: ExporterUnderTest) -> Iterator[MetricsServer]:
+    """A second server for the same exporter, with deadlines short enough to wait for."""
+    server = MetricsServer(
+        ("127.0.0.1", 0),
+        exposition=guarded.app.exposition,
+        store=guarded.app.store,
+        header_timeout=0.3,
+        idle_timeout=0.3,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def seconds_until_closed(sock: socket.socket, dribble: bytes = b"") -> float:
+    """Send `dribble` every 50 ms until the server closes the connection; how long it took."""
+    started = time.monotonic()
+    sock.settimeout(0.05)
+    while time.monotonic() - started < 5:
+        try:
+            if dribble:
+                sock.send(dribble)
+            if sock.recv(65536) == b"":
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [b"", b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"\x16\x03\x01"],
+    ids=["silent", "header-that-never-ends", "half-a-tls-hello"],
+)
+def test_a_request_head_is_cut_at_the_header_deadline(
+    short_deadlines: MetricsServer, opening: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", short_deadlines.port), timeout=5) as sock:
+        sock.sendall(opening)
+        took = seconds_until_closed(sock, dribble=b"a" if opening else b"")
+    assert 0.25 < took < 2, took
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(
+    short_deadlines: MetricsServer,
+) -> None:
+    with socket.create_connection(("127.0.0.1", short_deadlines.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        took = seconds_until_closed(sock)
+    assert 0.25 < took < 2, took
+
+
+def test_half_started_tls_handshakes_do_not_deny_a_scrape(
+    api: SimulatorServer, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path)
+    path = tmp_path / "web.yml"
+    path.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    exporter = ExporterUnderTest(make_settings(api.url), web_config=load_web_config(path))
+    exporter.start_http()
+    try:
+        assert exporter.cycle()
+        assert exporter.server is not None
+        verify = ssl.create_default_context(cafile=str(certs.ca))
+        with hostile(exporter.server.port, "tls-hello"):
+            for _ in range(3):
+                assert scrape_seconds(exporter.url, verify=verify) < 1.0
+    finally:
+        exporter.close()
+
+
+def test_clients_that_never_read_their_answers_do_not_hold_the_workers(
+    guarded: ExporterUnderTest,
+) -> None:
+    # No auth on this server: anyone may ask. Each client pipelines enough requests for
+    # megabytes of answers, more than the socket buffers take, and reads none of them.
+    server = MetricsServer(
+        ("127.0.0.1", 0), exposition=guarded.app.exposition, store=guarded.app.store, workers=2
+    )
+    server.start()
+    url = f"http://127.0.0.1:{server.port}"
+    readers = []
+    try:
+        for _ in range(20):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+            readers.append(sock)
+        for _ in range(5):
+            assert scrape_seconds(url) < 1.0
+    finally:
+        for sock in readers:
+            sock.close()
+        server.stop()
