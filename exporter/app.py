@@ -30,7 +30,7 @@ from exporter.poller import Poller, PollOptions
 from exporter.selfmetrics import SelfMetrics, create_self_metrics
 from exporter.settings import Settings
 from exporter.snapshot import SnapshotStore
-from exporter.webconfig import WebConfig
+from exporter.webconfig import WebConfig, WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class App:
     exposition: Exposition
     client: NotteClient
     poller: Poller
-    web_config: WebConfig | None = None
+    web_config: WebConfig | WebConfigWatcher | None = None
     server: MetricsServer | None = None
 
     async def poll_once(self) -> bool:
@@ -151,7 +151,7 @@ def build_app(
     settings: Settings,
     api_key: ApiKeySource,
     *,
-    web_config: WebConfig | None = None,
+    web_config: WebConfig | WebConfigWatcher | None = None,
     process_metrics: bool = True,
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,

@@ -35,7 +35,7 @@ from exporter.settings import (
     sends_key_in_clear,
     setting_specs,
 )
-from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
 
@@ -139,11 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(settings, api_key, web_config, once=command.once)
 
 
-def _web_config(settings: Settings) -> WebConfig | None:
+def _web_config(settings: Settings) -> WebConfigWatcher | None:
     if settings.web_config_file is None:
         return None
     try:
-        return load_web_config(settings.web_config_file)
+        return WebConfigWatcher(settings.web_config_file)
     except WebConfigError as exc:
         # The error reads "web config <path>: <cause>"; the setting's names replace the prefix.
         raise bad_setting("web_config_file", str(exc).removeprefix("web config ")) from None
@@ -167,7 +167,7 @@ def _demo_key(redactor: Redactor) -> ApiKeySource:
 
 
 def _run(
-    settings: Settings, api_key: ApiKeySource, web_config: WebConfig | None, *, once: bool
+    settings: Settings, api_key: ApiKeySource, web_config: WebConfigWatcher | None, *, once: bool
 ) -> int:
     if sends_key_in_clear(settings.api_url):
         log.warning(

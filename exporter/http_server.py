@@ -213,9 +213,6 @@ class MetricsServer:
         for thread in self._threads:
             thread.start()
 
-    def reload_web_config(self) -> None:
-        """Re-read the web config file (SIGHUP); the web config watcher fills this in."""
-
     def stop(self) -> None:
         """Stop accepting, let each worker finish its request, close every connection."""
         self._stopping.set()
