@@ -266,6 +266,24 @@ def test_tls_and_basic_auth_from_the_command_line(
     assert value(samples, "notte_up") == 1
 
 
+def test_the_running_program_applies_a_changed_web_config_without_a_restart(
+    api: SimulatorServer, web_dir: Path
+) -> None:
+    path = web_dir / "web.yml"
+    path.write_text(f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    old, new = basic("prometheus", PASSWORD), basic("prometheus", "rotated-password")
+    with ExporterProcess(
+        "--web.config.file", str(path), "--poll-interval", "60",
+        env={"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY},
+    ) as process:  # fmt: skip
+        url = process.wait_listening() + "/metrics"
+        assert httpx.get(url, headers=old, timeout=5).status_code == 200
+        path.write_text(users("rotated-password"))
+        wait_until(lambda: httpx.get(url, headers=new, timeout=5).status_code == 200)
+        assert httpx.get(url, headers=old, timeout=5).status_code == 401
+        assert process.stop() == 0
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [
