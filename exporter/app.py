@@ -139,10 +139,14 @@ def build_app(
     web_config: WebConfig | None = None,
     process_metrics: bool = True,
     clock: Callable[[], float] | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> App:
     """Assemble every part from the settings; nothing starts yet."""
     metrics = create_self_metrics(
-        settings.shard, settings.total_shards, process_metrics=process_metrics
+        settings.shard,
+        settings.total_shards,
+        poll_interval=settings.poll_interval,
+        process_metrics=process_metrics,
     )
     store = SnapshotStore()
     client = NotteClient(
@@ -151,24 +155,16 @@ def build_app(
         request_timeout=settings.request_timeout,
         max_concurrency=settings.max_concurrency,
         metrics=metrics,
-    )
-    options = PollOptions(
-        poll_interval=settings.poll_interval,
-        discovery=settings.discovery,
-        include_system=settings.include_system,
-        page_size=settings.page_size,
-        retention=settings.retention,
-        max_sessions=settings.max_sessions,
-        shard=settings.shard,
-        total_shards=settings.total_shards,
+        monotonic=monotonic,
     )
     poller = Poller(
-        options=options,
+        options=PollOptions.from_settings(settings),
         client=client,
         configured=ConfiguredIds(settings.session_ids, settings.session_ids_file),
         metrics=metrics,
         store=store,
         clock=clock or time.time,
+        monotonic=monotonic,
     )
     exposition = Exposition(lambda: store.current, metrics.registry)
     return App(settings, metrics, store, exposition, client, poller, web_config)

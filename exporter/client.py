@@ -184,10 +184,20 @@ class NotteClient:
             raise InvalidSession(f"get_session: invalid session: {describe_invalid(exc)}") from None
 
     async def list_sessions(
-        self, *, page: int, page_size: int, include_system: bool, deadline: float
+        self,
+        *,
+        page: int,
+        page_size: int,
+        include_system: bool,
+        deadline: float,
+        only_active: bool = True,
     ) -> ListPage:
-        """One page of active sessions; invalid items are skipped, logged and counted."""
-        params = {"only_active": "true", "page": str(page), "page_size": str(page_size)}
+        """One page of sessions; invalid items are skipped, logged and counted."""
+        params = {
+            "only_active": "true" if only_active else "false",
+            "page": str(page),
+            "page_size": str(page_size),
+        }
         if include_system:
             params["include_system"] = "true"
         body = await self._request("list_sessions", "/sessions", params, deadline)

@@ -74,7 +74,10 @@ def test_every_metric_has_the_contract_type_and_value_for_every_status(
     world.add_session("odd", status="paused", created_at=iso(NOW - 10))
     configured = ["gone", "boom", "late", "odd"]
     clock = Clock(NOW + 20)
-    exporter = ExporterUnderTest(make_settings(api.url, session_ids=configured), clock=clock)
+    # The active list only (the sweep's own list requests are tested in test_sweep.py).
+    exporter = ExporterUnderTest(
+        make_settings(api.url, session_ids=configured, sweep=False), clock=clock
+    )
     exporter.start_http()
     try:
         assert exporter.cycle()
@@ -161,7 +164,7 @@ def test_paging_lists_every_page_and_never_fetches_listed_sessions(
 ) -> None:
     for index in range(25):
         world.add_session(f"s{index:02d}")
-    with exporter_for(api.url, page_size=10) as exporter:
+    with exporter_for(api.url, page_size=10, sweep=False) as exporter:
         assert exporter.cycle()
         samples = exporter.metrics()
     assert value(samples, "notte_sessions", status="active") == 25
@@ -175,7 +178,7 @@ def test_paging_with_a_bare_list_stops_on_a_short_page(world: SimulatedNotte) ->
         world.add_session(f"s{index:02d}")
     with (
         SimulatorServer(world, api_key=API_KEY, list_shape="list") as api,
-        exporter_for(api.url, page_size=10) as exporter,
+        exporter_for(api.url, page_size=10, sweep=False) as exporter,
     ):
         assert exporter.cycle()
         assert value(exporter.metrics(), "notte_sessions", status="active") == 20

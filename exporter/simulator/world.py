@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import math
 import random
 import threading
@@ -36,6 +37,7 @@ STEP_ACTIONS = ("goto", "click", "fill", "scroll", "scrape", "wait")
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0"
 ENDED = ("closed", "error", "timed_out")
 MAX_PAGE_SIZE = 1000
+LIST_ORDERS = ("newest", "oldest", "shuffled")
 MAX_STEPS = 200
 IDLE_TIMEOUTS = ((1, 2, 3, 5), (3, 2, 3, 1))  # minutes, weights
 MAX_DURATIONS = ((5, 15, 30), (1, 6, 2))
@@ -156,7 +158,11 @@ class SimulatedNotte:
         seed: int = 0,
         clock: Callable[[], float] = time.time,
         target_active: int = 12,
+        list_order: str = "oldest",
     ) -> None:
+        if list_order not in LIST_ORDERS:
+            raise ValueError(f"list_order must be one of {LIST_ORDERS}")
+        self._list_order = list_order
         self._rng = random.Random(seed)
         self._clock = clock
         self._target_active = target_active
@@ -279,8 +285,16 @@ class SimulatedNotte:
                 for s in self._sessions.values()
                 if (s.active or not only_active) and (include_system or not s.system)
             )
-            self._listings[key] = sorted(chosen, key=lambda s: s.order)
+            self._listings[key] = sorted(chosen, key=self._list_key)
         return self._listings[key]
+
+    def _list_key(self, session: _Session) -> tuple[Any, ...]:
+        """Oldest or newest first by created_at (then ID), or a stable order unrelated to time."""
+        if self._list_order == "shuffled":
+            return (hashlib.sha256(session.session_id.encode()).digest(),)
+        if self._list_order == "newest":
+            return (session.created is None, -(session.created or 0.0), session.session_id)
+        return session.order
 
     # -- life ------------------------------------------------------------------
     def tick(self, seconds: float) -> None:
