@@ -34,9 +34,8 @@ Paging, by order:
   session older than the mark (less the slack);
 - oldest first: the first sweep finds the last page (double the page number
   until a page is short or empty, then bisect); later sweeps start at the
-  remembered last page, step back while that page holds only new sessions
-  (the list shrank, or many sessions came during an outage), then read on to
-  the end;
+  remembered last page, step back while a page holds no session seen before
+  (the list shrank: the API forgot old sessions), then read on to the end;
 - not known yet (no pair apart by more than the slack): read from page 1 to
   the end;
 - in no time order: the sweep is off for the life of the process.
@@ -154,8 +153,13 @@ class SweepRun:
             order=settle(self.state.order, classify(in_order, self.slack)),
         )
         full = item_count >= self.page_size and has_next is not False
-        holds_old = any(t < self.threshold for _, t in stamped)
-        return run._after(page, full=full, empty=item_count == 0, holds_old=holds_old)
+        return run._after(
+            page,
+            full=full,
+            empty=item_count == 0,
+            holds_old=any(t < self.threshold for _, t in stamped),
+            holds_seen=any(s.session_id in self.state.recent for s, _ in stamped),
+        )
 
     def _new(self, stamped: Sequence[tuple[Session, float]]) -> dict[str, Session]:
         if not self.state.bearings:
@@ -163,14 +167,17 @@ class SweepRun:
         fresh = (s for s, t in stamped if t >= self.threshold)
         return {s.session_id: s for s in fresh if s.session_id not in self.state.recent}
 
-    def _after(self, page: int, *, full: bool, empty: bool, holds_old: bool) -> SweepRun:
-        """Plan the next page from what `page` held."""
+    def _after(
+        self, page: int, *, full: bool, empty: bool, holds_old: bool, holds_seen: bool
+    ) -> SweepRun:
+        """Plan the next page from what `page` held: sessions older than the mark, or
+        sessions an earlier sweep saw."""
         if self.order == "unsorted":
             return replace(self, next_page=None)
         if self.requests >= self.max_pages:
             return replace(self, next_page=None, capped=True)
         if self.step == "back":
-            return self._back(page, full=full, holds_old=holds_old)
+            return self._back(page, full=full, known=holds_old or holds_seen)
         if self.step in ("gallop", "bisect"):
             return self._search(page, full=full, empty=empty)
         if not full:
@@ -184,12 +191,12 @@ class SweepRun:
             return replace(self, next_page=None)
         return replace(self, next_page=page + 1)
 
-    def _back(self, page: int, *, full: bool, holds_old: bool) -> SweepRun:
-        """Oldest first: step back from the remembered tail to a page older than the mark."""
+    def _back(self, page: int, *, full: bool, known: bool) -> SweepRun:
+        """Oldest first: step back from the remembered tail to a page with a known session."""
         run = self
         if page == self.state.tail:
             run = replace(self, resume=page + 1 if full else None)
-        if not holds_old and page > 1:
+        if not known and page > 1:
             return replace(run, next_page=page - 1)
         if run.resume is None:
             return run._end(run.filled)
