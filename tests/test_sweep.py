@@ -440,3 +440,5 @@ def test_without_sweep_or_discovery_nothing_lists_ended_sessions(
     assert world.requests_total() > 0
     assert value(samples, "notte_exporter_sweep_enabled") == 0
     assert value(samples, "notte_up") == 1
+    assert value(samples, "notte_exporter_poll_interval_seconds") == 30
+    assert value(samples, "notte_exporter_deferred_sessions") == 0
