@@ -238,8 +238,12 @@ class Poller:
         cycle.seen += [s for s in found if self._owns(s.session_id)]
         if found:
             log.debug("the sweep found %d new sessions", len(found))
-        if run.capped:
-            log.warning("the sweep stopped at the page cap (%d pages)", run.max_pages)
+        if run.capped and run.state.bearings:
+            log.warning(
+                "the sweep stopped at the page cap (%d pages); sessions created before the "
+                "last page it read may be missed",
+                run.max_pages,
+            )
         if not self._sweep.enabled:
             self._metrics.sweep_enabled.set(0)
             log.warning(
