@@ -240,8 +240,8 @@ class Poller:
             log.debug("the sweep found %d new sessions", len(found))
         if run.capped and run.state.bearings:
             log.warning(
-                "the sweep stopped at the page cap (%d pages); sessions created before the "
-                "last page it read may be missed",
+                "the sweep stopped at the page cap (%d pages): more sessions were created "
+                "since the last sweep than it may read in one cycle",
                 run.max_pages,
             )
         if not self._sweep.enabled:

@@ -230,7 +230,7 @@ class SweepRun:
             return replace(state, order=self.order, recent=recent), self._found()
         mark = max([state.mark, *self.seen.values()])
         tail = self.last_page
-        if tail is None and self.pages:  # capped: read on from the last page read next time
+        if tail is None and self.capped:  # read on from the last page read, next time
             tail = max(self.pages)
         completed = replace(
             state,
