@@ -622,7 +622,7 @@ def test_thirty_sessions_behind_a_slow_api_are_all_exported_in_turn_with_notte_u
     settings = {"discovery": False, "poll_interval": 1, "max_concurrency": 2}
     with exporter_for(api.url, session_ids=configured, **settings) as exporter:
         cycles = 0
-        while cycles < 14:
+        while cycles < 20:
             cycles += 1
             assert exporter.cycle()
             samples = exporter.metrics()
@@ -630,8 +630,9 @@ def test_thirty_sessions_behind_a_slow_api_are_all_exported_in_turn_with_notte_u
             if value(samples, "notte_sessions", status="active") == len(configured):
                 break
     assert value(samples, "notte_sessions", status="active") == len(configured)
-    # About three fetches fit in a cycle (the first goes alone, in case the key is refused).
-    assert cycles <= 12, f"every session exported after {cycles} cycles"
+    # About three fetches fit in a cycle (the first goes alone, in case the key is refused):
+    # ten cycles, and some slack for a busy machine.
+    assert cycles <= 15, f"every session exported after {cycles} cycles"
     assert value(samples, "notte_exporter_polls_total", result="failure") == 0
     assert (value(samples, "notte_exporter_deferred_sessions") or 0) > 0
     lines = [r.getMessage() for r in log_lines(caplog.records)]
