@@ -25,6 +25,8 @@ from tests.harness import (
     iso,
     log_lines,
     make_settings,
+    parse_samples,
+    run_cli,
     value,
 )
 
@@ -442,3 +444,24 @@ def test_without_sweep_or_discovery_nothing_lists_ended_sessions(
     assert value(samples, "notte_up") == 1
     assert value(samples, "notte_exporter_poll_interval_seconds") == 30
     assert value(samples, "notte_exporter_deferred_sessions") == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "pages", "enabled"),
+    [
+        ([], [1], 1),
+        (["--no-sweep"], [], 0),
+        (["--no-discovery", "--session-id", "live00"], [], 0),
+    ],
+    ids=["default", "no-sweep", "no-discovery"],
+)
+def test_the_command_line_turns_the_sweep_on_and_off(
+    clock: Clock, flags: list[str], pages: list[int], enabled: int
+) -> None:
+    world = world_with(clock, "newest", 3)
+    with SimulatorServer(world, api_key=API_KEY) as api:
+        env = {"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY}
+        result = run_cli("--once", *flags, env=env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert swept_pages(world) == pages
+    assert value(parse_samples(result.stdout), "notte_exporter_sweep_enabled") == enabled
