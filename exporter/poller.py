@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from exporter.client import (
     ApiUnreachable,
     InvalidSession,
+    ListPage,
     NotFound,
     NotteClient,
     NotteError,
@@ -191,14 +192,7 @@ class Poller:
         page_size = self._options.page_size
         try:
             for page in range(1, self._options.max_pages + 1):
-                result = await self._client.list_sessions(
-                    page=page,
-                    page_size=page_size,
-                    only_active=True,
-                    include_system=self._options.include_system,
-                    deadline=cycle.deadline,
-                )
-                cycle.answered = True
+                result = await self._list_page(cycle, page, only_active=True)
                 pages += [s for s in result.sessions if self._owns(s.session_id)]
                 if result.has_next is False or result.item_count < page_size:
                     cycle.listed = pages
@@ -208,6 +202,17 @@ class Poller:
         finally:
             if cycle.listed is None:
                 cycle.seen += pages
+
+    async def _list_page(self, cycle: _Cycle, page: int, *, only_active: bool) -> ListPage:
+        result = await self._client.list_sessions(
+            page=page,
+            page_size=self._options.page_size,
+            only_active=only_active,
+            include_system=self._options.include_system,
+            deadline=cycle.deadline,
+        )
+        cycle.answered = True
+        return result
 
     async def _sweep_new(self, cycle: _Cycle) -> None:
         """List sessions of any status created since the last sweep (see `sweep.py`)."""
@@ -219,14 +224,7 @@ class Poller:
                 if self._timed_out(cycle):
                     cycle.cut = True
                     return
-                page = await self._client.list_sessions(
-                    page=run.next_page,
-                    page_size=self._options.page_size,
-                    only_active=False,
-                    include_system=self._options.include_system,
-                    deadline=cycle.deadline,
-                )
-                cycle.answered = True
+                page = await self._list_page(cycle, run.next_page, only_active=False)
                 run = run.read(
                     run.next_page, page.sessions, item_count=page.item_count, has_next=page.has_next
                 )
