@@ -24,6 +24,7 @@ exporter's poll cycle for the machine's cores):
 
     python bench/scale.py --sessions 1000
     python bench/scale.py --sessions 10000
+    python bench/scale.py --sweep-figures   # the sweep's cost and a slow API, ~1 minute
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ from exporter.configured import ConfiguredIds
 from exporter.poller import Poller, PollOptions
 from exporter.render import render_session_families
 from exporter.selfmetrics import create_self_metrics
-from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
+from exporter.settings import Settings
+from exporter.simulator import Fault, RequestRecord, SimulatedNotte, SimulatorServer
+from exporter.simulator.world import iso
 from exporter.snapshot import SnapshotStore
 from tests.oracle import render_with_prometheus_client
 
@@ -68,6 +71,9 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-scale-bench-key"
 CONFIGURED = 3  # ended sessions given to both exporters as configured IDs
 ENDED_BETWEEN = 5  # sessions ended between two cycles, to show the "+ ended" term
+SWEEP_STEADY_MAX = 2  # list requests of a steady cycle's sweep: 1 newest first, <= 2 oldest
+QUICK_PER_CYCLE = 5  # sessions that start and end between two cycles (--sweep-figures)
+SPREAD_SECONDS = 1800.0  # --sweep-figures: the active sessions were created over this long
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SESSION_LINE = re.compile(rb'^notte_session_max_duration_seconds\{session_id="([^"]*)"\}', re.M)
 POLLS_LINE = re.compile(
@@ -231,17 +237,13 @@ class Latencies:
 
 
 class CycleWatch:
-    """Poll cycles seen in a simulator's request log: each starts with list page 1."""
+    """Poll cycles seen in a simulator's request log: each starts with active list page 1."""
 
     def __init__(self, world: SimulatedNotte) -> None:
         self.world = world
 
     def starts(self) -> int:
-        return sum(
-            1
-            for r in self.world.request_log()
-            if r.endpoint == "list_sessions" and r.query.get("page") == "1"
-        )
+        return sum(1 for r in self.world.request_log() if starts_cycle(r))
 
     def wait_next_start(self, timeout: float) -> int:
         seen = self.starts()
@@ -260,23 +262,38 @@ class CycleWatch:
                 last, since = now, time.monotonic()
 
     def segments(self) -> list[Counter[str]]:
-        """Requests by endpoint for each cycle in the log (split at list page 1)."""
+        """Requests by kind for each cycle in the log (split at active list page 1)."""
         cycles: list[Counter[str]] = []
         for record in self.world.request_log():
-            if record.endpoint == "list_sessions" and record.query.get("page") == "1":
+            if starts_cycle(record):
                 cycles.append(Counter())
             if cycles:
-                cycles[-1][record.endpoint] += 1
+                cycles[-1][request_kind(record)] += 1
         return cycles
 
 
+def starts_cycle(record: RequestRecord) -> bool:
+    """Page 1 of the active list: the first request of a cycle (the sweep comes after)."""
+    return request_kind(record) == "list_sessions" and record.query.get("page") == "1"
+
+
+def request_kind(record: RequestRecord) -> str:
+    """`list_sessions` (the active list), `sweep` (`only_active=false`) or `get_session`."""
+    if record.endpoint == "list_sessions" and record.query.get("only_active") == "false":
+        return "sweep"
+    return record.endpoint
+
+
 def by_endpoint(world: SimulatedNotte) -> Counter[str]:
-    return Counter(r.endpoint for r in world.request_log())
+    return Counter(request_kind(r) for r in world.request_log())
 
 
 def requests_text(counts: Counter[str]) -> str:
-    total = counts["list_sessions"] + counts["get_session"]
-    return f"{total} (list {counts['list_sessions']}, get {counts['get_session']})"
+    total = counts["list_sessions"] + counts["get_session"] + counts["sweep"]
+    return (
+        f"{total} (list {counts['list_sessions']}, sweep {counts['sweep']}, "
+        f"get {counts['get_session']})"
+    )
 
 
 def start_ours(
@@ -357,24 +374,10 @@ async def in_process_cycles(
     url: str, configured: list[str], args: argparse.Namespace, repeats: int
 ) -> dict[str, list[float]]:
     """Poll cycles on this thread (thread CPU), then the two renderers on the same snapshot."""
-    metrics = create_self_metrics(process_metrics=False)
-    client = NotteClient(
-        base_url=url,
-        api_key=ApiKeySource(key=SecretStr(API_KEY)),
-        request_timeout=10,
-        max_concurrency=8,
-        metrics=metrics,
+    settings = bench_settings(
+        url, page_size=args.page_size, max_sessions=args.sessions + 100, session_ids=configured
     )
-    store = SnapshotStore()
-    poller = Poller(
-        options=PollOptions(
-            poll_interval=600, page_size=args.page_size, max_sessions=args.sessions + 100
-        ),
-        client=client,
-        configured=ConfiguredIds(configured),
-        metrics=metrics,
-        store=store,
-    )
+    poller, client, store = in_process_poller(settings)
     found: dict[str, list[float]] = {"cycle": [], "render": [], "gzip": [], "collector": []}
     try:
         for _ in range(repeats):
@@ -401,6 +404,168 @@ async def in_process_cycles(
     return found
 
 
+def bench_settings(url: str, **values: object) -> Settings:
+    """Settings for an in-process poller: the defaults, but for these values."""
+    values = {"api_url": url, "api_key": API_KEY, "poll_interval": 600, **values}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
+
+
+def in_process_poller(settings: Settings) -> tuple[Poller, NotteClient, SnapshotStore]:
+    metrics = create_self_metrics(process_metrics=False)
+    client = NotteClient(
+        base_url=settings.api_url,
+        api_key=ApiKeySource(key=SecretStr(API_KEY)),
+        request_timeout=settings.request_timeout,
+        max_concurrency=settings.max_concurrency,
+        metrics=metrics,
+    )
+    store = SnapshotStore()
+    poller = Poller(
+        options=PollOptions.from_settings(settings),
+        client=client,
+        configured=ConfiguredIds(settings.session_ids),
+        metrics=metrics,
+        store=store,
+    )
+    return poller, client, store
+
+
+@dataclass
+class SweepEconomy:
+    """API requests per cycle with the sweep: bearings, quiet cycles, cycles with churn."""
+
+    order: str
+    sessions: int
+    cycles: list[Counter[str]]
+    quiet: int  # how many cycles after the first had nothing new
+    caught: int
+    quick: int
+
+
+async def sweep_economy(n: int, order: str, page_size: int, seed: int) -> SweepEconomy:
+    """N active sessions listed in `order`; 2 quiet cycles, then QUICK_PER_CYCLE sessions
+    that start and end between each two of 8 cycles."""
+    now = [time.time()]
+    world = SimulatedNotte(seed=seed, clock=lambda: now[0], target_active=n, list_order=order)
+    world.populate(active=n)
+    # Created over the last half hour (the longest max duration), as N concurrent
+    # sessions in a steady state are: N/1800 a second, not all within minutes.
+    rng = random.Random(seed)
+    for session_id in world.session_ids():
+        world.update_session(session_id, created_at=iso(now[0] - rng.uniform(0, SPREAD_SECONDS)))
+    quiet, churn = 2, 8
+    with SimulatorServer(world, api_key=API_KEY) as api:
+        settings = bench_settings(api.url, page_size=page_size, max_sessions=2 * n)
+        poller, client, store = in_process_poller(settings)
+        cycles: list[Counter[str]] = []
+        try:
+            for index in range(1 + quiet + churn):
+                if index > quiet:
+                    for _ in range(QUICK_PER_CYCLE):
+                        session_id = world.add_session()["session_id"]
+                        now[0] += 1
+                        world.end_session(session_id, "error")
+                world.reset_requests()
+                if not await poller.run_cycle():
+                    raise SystemExit(f"a poll cycle failed (sweep, {order} first, N={n})")
+                cycles.append(by_endpoint(world))
+                now[0] += 15
+        finally:
+            await client.aclose()
+        caught = store.current.by_status.get("error", 0)
+    return SweepEconomy(order, n, cycles, quiet, caught, churn * QUICK_PER_CYCLE)
+
+
+@dataclass
+class SlowRefresh:
+    """How many cycles a slow API needs to refresh every configured session once."""
+
+    ids: int
+    latency: float
+    interval: float
+    concurrency: int
+    refreshed: list[int]  # sessions refreshed in each cycle
+    succeeded: list[bool]
+    seconds: float
+
+
+async def slow_refresh(ids: int, latency: float, interval: float, seed: int) -> SlowRefresh:
+    """`ids` configured sessions behind an API answering each GET after `latency` seconds.
+
+    Before each cycle every session's byte count is set to the cycle's number, so
+    the snapshot tells which sessions that cycle refreshed.
+    """
+    world = SimulatedNotte(seed=seed)
+    configured = [f"cfg{index:05d}" for index in range(ids)]
+    for session_id in configured:
+        world.add_session(session_id)
+    world.inject(Fault(endpoint="get_session", hang=latency))
+    started = time.monotonic()
+    with SimulatorServer(world, api_key=API_KEY) as api:
+        settings = bench_settings(
+            api.url, poll_interval=interval, discovery=False, session_ids=configured
+        )
+        poller, client, store = in_process_poller(settings)
+        seen: set[str] = set()
+        refreshed: list[int] = []
+        succeeded: list[bool] = []
+        try:
+            while len(seen) < ids and len(refreshed) < 10:
+                mark = len(refreshed) + 1
+                for session_id in configured:
+                    world.update_session(session_id, network_request_bytes=mark)
+                succeeded.append(await poller.run_cycle())
+                now = {s.session_id for s in store.current.sessions if s.request_bytes == mark}
+                refreshed.append(len(now))
+                seen |= now
+        finally:
+            await client.aclose()
+    return SlowRefresh(
+        ids,
+        latency,
+        interval,
+        settings.max_concurrency,
+        refreshed,
+        succeeded,
+        time.monotonic() - started,
+    )
+
+
+def sweep_figures(args: argparse.Namespace) -> int:
+    """`--sweep-figures`: the sweep's cost per cycle, and a slow API's refresh, printed."""
+    page_size = args.page_size
+    ok = True
+    print(f"Sweep: API requests per cycle (page_size {page_size}; N active sessions created")
+    print(f"over {SPREAD_SECONDS:g} s; {QUICK_PER_CYCLE} sessions starting and ending between")
+    print("each two churn cycles; bound ceil(N/page_size) + 1)")
+    for n in (1000, 10000):
+        for order in ("newest", "oldest"):
+            note(f"sweep economy: N={n}, {order} first")
+            found = asyncio.run(sweep_economy(n, order, page_size, args.seed))
+            bound = math.ceil(n / page_size) + 1
+            steady = found.cycles[1:]
+            totals = [sum(c.values()) for c in steady]
+            sweeps = [c["sweep"] for c in steady]
+            quiet, churn = totals[: found.quiet], totals[found.quiet :]
+            ok = ok and max(quiet) <= bound and found.caught == found.quick
+            print(
+                f"  N={n:>5} {order:>6} first: first cycle {requests_text(found.cycles[0])}; "
+                f"quiet {max(quiet)}; churn max {max(churn)}, mean {statistics.mean(churn):.2f} "
+                f"(sweep requests {min(sweeps)}-{max(sweeps)}); bound {bound}; "
+                f"short sessions caught {found.caught}/{found.quick}"
+            )
+    note("slow API: 1,000 configured IDs, 200 ms a request")
+    slow = asyncio.run(slow_refresh(1000, 0.2, 15.0, args.seed))
+    cycles = len(slow.refreshed)
+    print(
+        f"Slow API ({slow.latency * 1000:.0f} ms a request, {slow.ids} configured IDs, "
+        f"max_concurrency {slow.concurrency}, poll interval {slow.interval:g} s): every session "
+        f"refreshed once after {cycles} cycles; refreshed per cycle {slow.refreshed}; "
+        f"cycles succeeded {slow.succeeded}; {slow.seconds:.0f} s"
+    )
+    return 0 if ok and all(slow.succeeded) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=1000, help="active sessions (N)")
@@ -415,7 +580,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ref-concurrency", type=int, default=8, help="reference GETs in flight")
     parser.add_argument("--hang", type=float, default=0.2, help="added API latency, seconds")
+    parser.add_argument(
+        "--sweep-figures",
+        action="store_true",
+        help="only the sweep's requests per cycle and a slow API's refresh, in process",
+    )
     args = parser.parse_args(argv)
+    if args.sweep_figures:
+        return sweep_figures(args)
     n = args.sessions
     interval = args.cycle_interval or max(2.0, n / 2500)
     page_size = args.page_size
@@ -610,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_steady = economy[-2] if len(economy) >= 2 else Counter()
     row(
         "API requests per cycle (steady)",
-        ours_steady["list_sessions"] + ours_steady["get_session"],
+        ours_steady["list_sessions"] + ours_steady["get_session"] + ours_steady["sweep"],
         ref_cycle["list_sessions"] + ref_cycle["get_session"],
         "{:.0f}",
     )
@@ -674,19 +846,23 @@ def main(argv: list[str] | None = None) -> int:
 
     say("")
     say(f"API economy (ours, every {interval:g} s; bound = ceil(active/page_size) + ended")
-    say("since last cycle + configured not listed):")
+    say("since last cycle + configured not listed + the sweep: its bearings in cycle 1, then")
+    say(f"{SWEEP_STEADY_MAX}, the most it costs when oldest first):")
     economy_ok = True
     for index, counts in enumerate(economy, start=1):
         ended_now = ENDED_BETWEEN if index == ended_at_cycle else 0
         active_now = n - (ENDED_BETWEEN if index >= ended_at_cycle else 0)
         configured_now = CONFIGURED if index == 1 else 0
-        bound = math.ceil(active_now / page_size) + ended_now + configured_now
-        total = counts["list_sessions"] + counts["get_session"]
+        # The sweep: its first cycle takes its bearings (a few pages), then one or two.
+        sweep_now = counts["sweep"] if index == 1 else SWEEP_STEADY_MAX
+        bound = math.ceil(active_now / page_size) + ended_now + configured_now + sweep_now
+        total = counts["list_sessions"] + counts["get_session"] + counts["sweep"]
         economy_ok = economy_ok and total <= bound
         pages = math.ceil(active_now / page_size)
         say(
-            f"  cycle {index}: {requests_text(counts):<28} bound {pages} + {ended_now}"
-            f" + {configured_now} = {bound}  {'ok' if total <= bound else 'OVER'}"
+            f"  cycle {index}: {requests_text(counts):<40} bound {pages} + {ended_now}"
+            f" + {configured_now} + sweep {sweep_now} = {bound}"
+            f"  {'ok' if total <= bound else 'OVER'}"
         )
     ref_total = ref_cycle["list_sessions"] + ref_cycle["get_session"]
     say(f"  reference, every cycle: {requests_text(ref_cycle)}")
@@ -735,10 +911,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{static_ratio:.2f}x"),
         (f"scrape p50 changes < {HANG_CHANGE * 100:g}% with {args.hang * 1000:.0f} ms API latency",
          change < HANG_CHANGE, f"{change * 100:+.1f} %"),
-        ("requests per cycle <= ceil(active/page_size) + ended + configured-not-listed",
+        ("requests per cycle <= ceil(active/page_size) + ended + configured-not-listed + sweep",
          economy_ok and ours_ids == n + CONFIGURED,
-         f"steady {ours_steady['list_sessions'] + ours_steady['get_session']}, "
-         f"bound {ceil_pages}; reference {ref_total}"),
+         f"steady {sum(ours_steady.values())}, "
+         f"bound {ceil_pages} + sweep 1 = {ceil_pages + 1}; reference {ref_total}"),
         (f"cycle CPU (+ render) <= {CYCLE_CPU_RATIO:g}x generate_latest",
          cpu_ratio <= CYCLE_CPU_RATIO, f"{cpu_ratio:.2f}x"),
         (f"peak RSS <= {RSS_MIB:g} MiB", max(rss["ours"], rss["ours (continuous)"]) <= RSS_MIB,

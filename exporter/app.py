@@ -162,7 +162,10 @@ def build_app(
     `clock`, `monotonic` and `retry` are the seams tests use to control time and backoff.
     """
     metrics = create_self_metrics(
-        settings.shard, settings.total_shards, process_metrics=process_metrics
+        settings.shard,
+        settings.total_shards,
+        poll_interval=settings.poll_interval,
+        process_metrics=process_metrics,
     )
     store = SnapshotStore()
     client = NotteClient(
@@ -175,23 +178,14 @@ def build_app(
         monotonic=monotonic,
         max_response_bytes=settings.max_response_bytes,
     )
-    options = PollOptions(
-        poll_interval=settings.poll_interval,
-        discovery=settings.discovery,
-        include_system=settings.include_system,
-        page_size=settings.page_size,
-        retention=settings.retention,
-        max_sessions=settings.max_sessions,
-        shard=settings.shard,
-        total_shards=settings.total_shards,
-    )
     poller = Poller(
-        options=options,
+        options=PollOptions.from_settings(settings),
         client=client,
         configured=ConfiguredIds(settings.session_ids, settings.session_ids_file),
         metrics=metrics,
         store=store,
         clock=clock,
+        monotonic=monotonic,
     )
     exposition = Exposition(lambda: store.current, metrics.registry)
     return App(

@@ -43,10 +43,17 @@ class SelfMetrics:
     bad_api_data: Counter
     shard_ordinal: Gauge
     total_shards: Gauge
+    poll_interval: Gauge
+    sweep_enabled: Gauge
+    deferred_sessions: Gauge
 
 
 def create_self_metrics(
-    shard: int = 0, total_shards: int = 1, *, process_metrics: bool = True
+    shard: int = 0,
+    total_shards: int = 1,
+    *,
+    poll_interval: float = 0.0,
+    process_metrics: bool = True,
 ) -> SelfMetrics:
     """A fresh registry with the exporter's instruments and, optionally, process metrics.
 
@@ -123,16 +130,33 @@ def create_self_metrics(
             "Number of shards sharing the sessions.",
             registry=registry,
         ),
+        poll_interval=Gauge(
+            "notte_exporter_poll_interval_seconds",
+            "The configured poll interval, for alerts on stale polling.",
+            registry=registry,
+        ),
+        sweep_enabled=Gauge(
+            "notte_exporter_sweep_enabled",
+            "1 while the sweep for sessions created since the last cycle runs; 0 when it is "
+            "off, or turned itself off because the API lists in no order of creation time.",
+            registry=registry,
+        ),
+        deferred_sessions=Gauge(
+            "notte_exporter_deferred_sessions",
+            "Sessions the last poll cycle had no time to fetch; the next cycle asks them first.",
+            registry=registry,
+        ),
     )
-    _initialise(metrics, shard, total_shards)
+    _initialise(metrics, shard, total_shards, poll_interval)
     return metrics
 
 
-def _initialise(metrics: SelfMetrics, shard: int, total_shards: int) -> None:
+def _initialise(metrics: SelfMetrics, shard: int, total_shards: int, poll_interval: float) -> None:
     """Series with a known label set exist from the start, so `rate()` works at once."""
     metrics.build_info.labels(version=__version__).set(1)
     metrics.shard_ordinal.set(shard)
     metrics.total_shards.set(total_shards)
+    metrics.poll_interval.set(poll_interval)
     for result in POLL_RESULTS:
         metrics.polls.labels(result=result)
     for endpoint in ENDPOINTS:

@@ -1,11 +1,15 @@
 """The tracker: which sessions are watched, and what state each is in.
 
 Pure functions over an immutable `TrackerState`. A poll cycle asks
-`plan_fetches` which sessions need `GET /sessions/{id}`, gathers the answers
-into a `CycleResult`, and `apply_cycle` returns the next state. Every rule of
-the contract's lifecycle lives here: configured versus discovered, the one
-final fetch of a session that left the active list, retention, 404 drops, the
+`plan_fetches` which sessions need `GET /sessions/{id}` (those the last cycle
+deferred first), gathers the answers into a `CycleResult`, and `apply_cycle`
+returns the next state. Every rule of the contract's lifecycle lives here:
+configured versus discovered (by the active list or the sweep), the one final
+fetch of a session that left the active list, retention, 404 drops, the
 `max_sessions` cap, and when a session counts as ended.
+
+Per-session events (a session ended, a 404) are logged at debug, with one
+line per cycle at info: thousands of sessions may end in one cycle.
 """
 
 from __future__ import annotations
@@ -44,26 +48,32 @@ class TrackerState:
     ended_total: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     dropped_total: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     configured_over_cap: bool = False
+    deferred: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class CycleResult:
     """What one poll cycle learned from the API.
 
-    `listed` is None when the active list is unknown this cycle (discovery off,
-    or listing failed): then no session is taken to have left the list.
+    `listed` is None when the whole active list is unknown this cycle (discovery
+    off, or listing failed or was cut short): then no session is taken to have
+    left the list. `seen` holds sessions the cycle saw besides: the sweep's
+    finds and the pages of an active list it could not finish. `deferred` are
+    the sessions it had no time to fetch.
     """
 
     configured_ids: Sequence[str]
     listed: Sequence[Session] | None
     fetched: Mapping[str, Session]
     not_found: frozenset[str] = frozenset()
+    seen: Sequence[Session] = ()
+    deferred: Sequence[str] = ()
 
 
 def plan_fetches(
     state: TrackerState, configured_ids: Sequence[str], listed_ids: frozenset[str] | None
 ) -> list[str]:
-    """Session IDs that need `GET /sessions/{id}` this cycle.
+    """Session IDs that need `GET /sessions/{id}` this cycle, those deferred last cycle first.
 
     A session in the active list is never fetched again; an ended one is never
     fetched again; a configured ID that answered 404 waits until it leaves the
@@ -71,6 +81,14 @@ def plan_fetches(
     only fetch is the one that records the final state of a discovered session
     that left the active list.
     """
+    wanted = _wanted(state, configured_ids, listed_ids)
+    first = [i for i in dict.fromkeys(state.deferred) if i in set(wanted)]
+    return first + [i for i in wanted if i not in set(first)]
+
+
+def _wanted(
+    state: TrackerState, configured_ids: Sequence[str], listed_ids: frozenset[str] | None
+) -> list[str]:
     configured = set(configured_ids)
     wanted: list[str] = []
     for session_id in configured_ids:
@@ -104,18 +122,18 @@ def apply_cycle(
     """The state after a cycle: updates, retention, 404 drops and the cap, applied in that order."""
     configured = frozenset(result.configured_ids)
     listed = {session.session_id: session for session in result.listed or ()}
+    seen = {session.session_id: session for session in result.seen}
     ended_total: Counter[tuple[str, str]] = Counter(state.ended_total)
     dropped: Counter[str] = Counter(state.dropped_total)
 
     # plan_fetches never asks again for an ID in state.not_found, so each 404 here is new.
     dropped["not_found"] += len(result.not_found)
-    for session_id in sorted(result.not_found):
-        log.info("session %s answered 404, no longer exported", session_id)
+    _log_not_found(result.not_found)
     sessions: dict[str, Tracked] = {}
     for session_id, tracked in state.sessions.items():
         if session_id in result.not_found:
             continue
-        latest = result.fetched.get(session_id) or listed.get(session_id)
+        latest = result.fetched.get(session_id) or listed.get(session_id) or seen.get(session_id)
         if session_id not in configured and latest is None and tracked.configured:
             continue  # left the configuration and was not discovered
         sessions[session_id] = _observe(
@@ -123,19 +141,38 @@ def apply_cycle(
         )
 
     dropped["retention"] += _expire(sessions, now, retention)
-    newcomers = _newcomers(result, configured, listed, sessions)
+    newcomers = _newcomers(result, configured, {**seen, **listed}, sessions)
     for session in newcomers.configured:
         sessions[session.session_id] = _first_sight(session, True, now, process_start, ended_total)
     dropped["limit"] += _admit_discovered(
         sessions, newcomers.discovered, max_sessions, now, process_start, ended_total
     )
-    return TrackerState(
+    next_state = TrackerState(
         sessions=MappingProxyType(sessions),
         not_found=(state.not_found | result.not_found) & configured,
         ended_total=MappingProxyType(dict(ended_total)),
         dropped_total=MappingProxyType({reason: dropped[reason] for reason in DROP_REASONS}),
         configured_over_cap=_warn_over_cap(state, sessions, max_sessions),
+        deferred=tuple(result.deferred),
     )
+    _log_ended(state.ended_total, ended_total)
+    return next_state
+
+
+def _log_not_found(not_found: frozenset[str]) -> None:
+    for session_id in sorted(not_found):
+        log.debug("session %s answered 404, no longer exported", session_id)
+    if not_found:
+        log.info("%d sessions answered 404 and are no longer exported", len(not_found))
+
+
+def _log_ended(before: Mapping[tuple[str, str], int], after: Mapping[tuple[str, str], int]) -> None:
+    """One line for every session this cycle saw end, by status and close reason."""
+    ended = {key: after[key] - before.get(key, 0) for key in sorted(after)}
+    ended = {key: count for key, count in ended.items() if count}
+    if ended:
+        parts = ", ".join(f"{status}/{reason} {count}" for (status, reason), count in ended.items())
+        log.info("%d sessions ended (%s)", sum(ended.values()), parts)
 
 
 def _observe(
@@ -188,7 +225,7 @@ def _mark_ended(
     if countable and not tracked.counted_ended:
         reason = session.close_reason or UNKNOWN_CLOSE_REASON
         ended_total[(session.status, reason)] += 1
-        log.info("session %s ended: %s (%s)", session.session_id, session.status, reason)
+        log.debug("session %s ended: %s (%s)", session.session_id, session.status, reason)
         return replace(tracked, ended_at=now, counted_ended=True)
     return replace(tracked, ended_at=now)
 

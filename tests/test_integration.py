@@ -102,7 +102,10 @@ def test_every_metric_has_the_contract_type_and_value_for_every_status(
     world.add_session("odd", status="paused", created_at=iso(NOW - 10), max_duration_minutes=10)
     configured = ["auth", "gone", "short", "boom", "late", "odd"]
     clock = Clock(NOW + 20)
-    exporter = ExporterUnderTest(make_settings(api.url, session_ids=configured), clock=clock)
+    # The active list only (the sweep's own list requests are tested in test_sweep.py).
+    exporter = ExporterUnderTest(
+        make_settings(api.url, session_ids=configured, sweep=False), clock=clock
+    )
     exporter.start_http()
     try:
         assert exporter.cycle()
@@ -243,7 +246,7 @@ def test_huge_numbers_make_the_item_invalid_and_metrics_keep_answering(
     world.add_session("big-bytes", network_request_bytes=2**1024)
     world.add_session("big-minutes", idle_timeout_minutes=10**400)
     world.add_session("configured-big", status="authenticating", network_response_bytes=2**64)
-    with exporter_for(api.url, session_ids=["configured-big"]) as exporter:
+    with exporter_for(api.url, session_ids=["configured-big"], sweep=False) as exporter:
         assert exporter.cycle()
         response = exporter.get("/metrics")
         om = exporter.get("/metrics", headers={"Accept": "application/openmetrics-text"})
@@ -264,7 +267,7 @@ def test_paging_lists_every_page_and_never_fetches_listed_sessions(
 ) -> None:
     for index in range(25):
         world.add_session(f"s{index:02d}")
-    with exporter_for(api.url, page_size=10) as exporter:
+    with exporter_for(api.url, page_size=10, sweep=False) as exporter:
         assert exporter.cycle()
         samples = exporter.metrics()
     assert value(samples, "notte_sessions", status="active") == 25
@@ -278,7 +281,7 @@ def test_paging_with_a_bare_list_stops_on_a_short_page(world: SimulatedNotte) ->
         world.add_session(f"s{index:02d}")
     with (
         SimulatorServer(world, api_key=API_KEY, list_shape="list") as api,
-        exporter_for(api.url, page_size=10) as exporter,
+        exporter_for(api.url, page_size=10, sweep=False) as exporter,
     ):
         assert exporter.cycle()
         assert value(exporter.metrics(), "notte_sessions", status="active") == 20

@@ -6,6 +6,7 @@ user sees: `/metrics`, `/readyz`, the log, and the requests the fake API receive
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import gc
 import logging
@@ -18,10 +19,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from exporter.apikey import ApiKeySource
-from exporter.client import RetryPolicy
-from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
+from exporter.app import build_app
+from exporter.client import NotteClient, RetryPolicy
+from exporter.configured import ConfiguredIds
+from exporter.poller import Poller, PollOptions
+from exporter.selfmetrics import create_self_metrics
+from exporter.simulator import Fault, RequestRecord, SimulatedNotte, SimulatorServer
+from exporter.snapshot import SnapshotStore
 from tests.harness import (
     API_KEY,
     Clock,
@@ -30,6 +37,7 @@ from tests.harness import (
     iso,
     log_lines,
     make_settings,
+    parse_samples,
     value,
     wait_until,
 )
@@ -47,6 +55,15 @@ def world() -> SimulatedNotte:
 def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
     with SimulatorServer(world, api_key=API_KEY) as server:
         yield server
+
+
+def active_list_requests(world: SimulatedNotte) -> list[RequestRecord]:
+    """Requests for the active list (the sweep lists `only_active=false` besides)."""
+    return [
+        r
+        for r in world.request_log()
+        if r.endpoint == "list_sessions" and r.query.get("only_active") == "true"
+    ]
 
 
 def polls(exporter: ExporterUnderTest, result: str) -> float:
@@ -133,7 +150,7 @@ def test_transient_failures_are_retried_within_the_cycle(
         assert exporter.cycle()
         samples = exporter.metrics()
     failures = fault.count or 0
-    assert world.requests_total("list_sessions") == failures + 1
+    assert len(active_list_requests(world)) == failures + 1
     assert value(samples, "notte_exporter_api_retries_total", endpoint="list_sessions") == failures
     assert (
         value(samples, "notte_exporter_api_requests_total", endpoint="list_sessions", code=code)
@@ -395,7 +412,7 @@ def test_bad_list_items_are_skipped_logged_and_counted_and_the_rest_lands(
     ]
     for item in bad_items:
         world.add_raw_list_item(item)
-    with exporter_for(api.url, session_ids=["odd"]) as exporter:
+    with exporter_for(api.url, session_ids=["odd"], sweep=False) as exporter:
         assert exporter.cycle()
         samples = exporter.metrics()
 
@@ -601,3 +618,197 @@ def test_a_signal_stops_the_exporter_within_5_seconds_while_a_request_hangs(
     assert elapsed < 5, stderr
     assert "Traceback" not in stderr
     assert "stopping" in stderr
+
+
+# --- a slow API: deferral, never a thrown-away cycle ------------------------------------------
+
+
+def test_thirty_sessions_behind_a_slow_api_are_all_exported_in_turn_with_notte_up_1(
+    world: SimulatedNotte, api: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    configured = [f"c{index:02d}" for index in range(30)]
+    for session_id in configured:
+        world.add_session(session_id)
+    world.inject(Fault(endpoint="get_session", hang=0.4))
+    settings = {"discovery": False, "poll_interval": 1, "max_concurrency": 2}
+    with exporter_for(api.url, session_ids=configured, **settings) as exporter:
+        cycles = 0
+        while cycles < 20:
+            cycles += 1
+            assert exporter.cycle()
+            samples = exporter.metrics()
+            assert value(samples, "notte_up") == 1
+            if value(samples, "notte_sessions", status="active") == len(configured):
+                break
+    assert value(samples, "notte_sessions", status="active") == len(configured)
+    # About three fetches fit in a cycle (the first goes alone, in case the key is refused):
+    # ten cycles, and some slack for a busy machine.
+    assert cycles <= 15, f"every session exported after {cycles} cycles"
+    assert value(samples, "notte_exporter_polls_total", result="failure") == 0
+    assert (value(samples, "notte_exporter_deferred_sessions") or 0) > 0
+    lines = [r.getMessage() for r in log_lines(caplog.records)]
+    assert len(lines) == 1, lines
+    assert "deferred" in lines[0]
+
+
+class SteppingMonotonic:
+    """Monotonic time that jumps past any cycle's deadline after every `every` answers
+    of the fake API, so a test decides how many fetches fit in a cycle."""
+
+    def __init__(self, world: SimulatedNotte, every: int) -> None:
+        self.world = world
+        self.every = every
+        self.steps_left = 1_000_000
+
+    def __call__(self) -> float:
+        steps = self.world.requests_total("get_session") // self.every
+        return 5000.0 + 100.0 * min(steps, self.steps_left)
+
+
+def test_deferred_sessions_are_asked_first_next_cycle_and_deferral_logs_its_start_and_end(
+    world: SimulatedNotte, api: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    configured = [f"c{index}" for index in range(10)]
+    for session_id in configured:
+        world.add_session(session_id)
+    monotonic = SteppingMonotonic(world, every=3)
+    settings = make_settings(
+        api.url, session_ids=configured, discovery=False, poll_interval=10, max_concurrency=1
+    )
+    app = build_app(
+        settings, ApiKeySource(key=SecretStr(API_KEY)), process_metrics=False, monotonic=monotonic
+    )
+    loop = asyncio.new_event_loop()
+
+    def cycle() -> tuple[list[str], dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+        world.reset_requests()
+        assert loop.run_until_complete(app.poller.run_cycle())
+        asked = [r.path.removeprefix("/sessions/") for r in world.request_log()]
+        return asked, parse_samples(app.exposition.body(openmetrics=False, gzip=False).decode())
+
+    try:
+        asked, samples = cycle()
+        assert asked == ["c0", "c1", "c2"]
+        assert value(samples, "notte_exporter_deferred_sessions") == 7
+        assert value(samples, "notte_up") == 1
+        assert value(samples, "notte_sessions", status="active") == 3
+        assert cycle()[0] == ["c3", "c4", "c5"]  # the deferred ones first
+        assert cycle()[0] == ["c6", "c7", "c8"]
+        asked, samples = cycle()
+        assert asked == ["c9", "c0", "c1"]  # then, in turn, the ones asked longest ago
+        assert value(samples, "notte_sessions", status="active") == 10
+        monotonic.steps_left = 0  # the API is fast again: the time no longer jumps
+        asked, samples = cycle()
+        assert asked == ["c2", "c3", "c4", "c5", "c6", "c7", "c8", "c0", "c1", "c9"]
+        assert value(samples, "notte_exporter_deferred_sessions") == 0
+        assert value(samples, "notte_exporter_polls_total", result="failure") == 0
+    finally:
+        loop.run_until_complete(app.client.aclose())
+        loop.close()
+    lines = [
+        r for r in log_lines(caplog.records, level=logging.INFO) if "deferred" in r.getMessage()
+    ]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.INFO], lines
+
+
+def test_a_cycle_cut_by_its_deadline_keeps_what_it_fetched_but_one_with_no_answer_fails(
+    world: SimulatedNotte, api: SimulatorServer
+) -> None:
+    world.add_session("c1", steps=[])
+    world.add_session("c2", steps=[])
+    settings = {"session_ids": ["c1", "c2"], "discovery": False, "max_concurrency": 1}
+    with exporter_for(api.url, poll_interval=1, request_timeout=5, **settings) as exporter:
+        assert exporter.cycle()
+        world.update_session("c1", steps=[1])
+        world.inject(Fault(endpoint="get_session", count=1))  # c1: answered at once
+        world.inject(Fault(endpoint="get_session", hang=30))  # c2: cut by the deadline
+        assert exporter.cycle()
+        samples = exporter.metrics()
+        assert value(samples, "notte_session_steps", session_id="c1") == 1
+        assert value(samples, "notte_exporter_deferred_sessions") == 1
+        assert value(samples, "notte_up") == 1
+        # Nothing answers at all: the API is down, not slow.
+        assert not exporter.cycle()
+        samples = exporter.metrics()
+    assert value(samples, "notte_up") == 0
+    assert value(samples, "notte_session_steps", session_id="c2") == 0
+
+
+# --- any exception fails the cycle, never the next one -----------------------------------------
+
+
+def test_an_exception_outside_the_clients_errors_fails_the_cycle_and_the_next_one_works(
+    world: SimulatedNotte, api: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    world.add_session("a1")
+    deep = b"[" * 100_000 + b"]" * 100_000  # json.loads: RecursionError
+    with exporter_for(api.url) as exporter:
+        assert exporter.cycle()
+        world.inject(Fault(endpoint="list_sessions", body=deep, count=1))
+        caplog.clear()
+        assert not exporter.cycle()
+        samples = exporter.metrics()
+        assert value(samples, "notte_up") == 0
+        assert value(samples, "notte_exporter_polls_total", result="failure") == 1
+        assert value(samples, "notte_session_status", session_id="a1", status="active") == 1
+        failed = [r.getMessage() for r in log_lines(caplog.records)]
+        assert len(failed) == 1, failed
+        assert "poll cycle failed" in failed[0]
+        assert exporter.cycle()
+        assert value(exporter.metrics(), "notte_up") == 1
+
+
+class BrokenOnce(ConfiguredIds):
+    """Configured IDs whose first read raises something no code expects."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(ids)
+        self.calls = 0
+
+    def current(self) -> list[str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("something no one expected")
+        return super().current()
+
+
+def test_any_exception_in_a_cycle_is_a_failed_cycle_logged_with_its_cause(
+    world: SimulatedNotte, api: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    world.add_session("c1")
+    settings = make_settings(api.url, discovery=False)
+    metrics = create_self_metrics(process_metrics=False)
+    client = NotteClient(
+        base_url=api.url,
+        api_key=ApiKeySource(key=SecretStr(API_KEY)),
+        request_timeout=2,
+        max_concurrency=2,
+        metrics=metrics,
+    )
+    store = SnapshotStore()
+    poller = Poller(
+        options=PollOptions.from_settings(settings),
+        client=client,
+        configured=BrokenOnce(["c1"]),
+        metrics=metrics,
+        store=store,
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        assert not loop.run_until_complete(poller.run_cycle())
+        assert metrics.registry.get_sample_value("notte_up") == 0
+        assert metrics.registry.get_sample_value(
+            "notte_exporter_polls_total", {"result": "failure"}
+        )
+        assert loop.run_until_complete(poller.run_cycle())
+        assert metrics.registry.get_sample_value("notte_up") == 1
+        assert [s.session_id for s in store.current.sessions] == ["c1"]
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+    lines = [r.getMessage() for r in log_lines(caplog.records)]
+    assert lines == ["poll cycle failed: RuntimeError: something no one expected"]

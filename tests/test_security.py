@@ -272,7 +272,7 @@ def test_hostile_label_values_are_escaped_and_the_exposition_parses(
     hostile_world: SimulatedNotte, api: SimulatorServer
 ) -> None:
     configured = [f"err-{index}" for index in range(len(HOSTILE_ERRORS))] + ["weird-status"]
-    with exporter_for(api.url, session_ids=configured) as exporter:
+    with exporter_for(api.url, session_ids=configured, sweep=False) as exporter:
         assert exporter.cycle()
         text_body = exporter.get("/metrics").content
         om_body = exporter.get("/metrics", headers={"Accept": "application/openmetrics-text"}).text

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import pytest
 
 from exporter.model import Session, parse_session
 from exporter.tracker import CycleResult, TrackerState, apply_cycle, plan_fetches
@@ -179,3 +182,60 @@ def test_unknown_status_is_polled_and_remembered() -> None:
     assert plan_fetches(state, ["u"], frozenset()) == ["u"]
     state = cycle(state, configured=("u",), fetched={"u": session("u")})
     assert state.sessions["u"].unknown_statuses == ("paused",)
+
+
+def test_sessions_deferred_last_cycle_are_fetched_first() -> None:
+    configured = ("a", "b", "c", "d")
+    state = cycle(TrackerState(), configured=configured, fetched={"a": session("a")})
+    state = apply_cycle(
+        state,
+        CycleResult(configured, None, {"b": session("b")}, deferred=["d", "c", "gone"]),
+        now=START + 20,
+        process_start=START,
+        retention=900,
+        max_sessions=100,
+    )
+    assert state.deferred == ("d", "c", "gone")
+    assert plan_fetches(state, list(configured), None) == ["d", "c", "a", "b"]
+
+
+def test_a_session_the_sweep_found_ended_is_tracked_counted_and_kept_for_retention() -> None:
+    after = "2027-02-01T00:00:00Z"  # START is 2027-01-15T08:00:00Z
+    quick = session("quick", "error", closed_at=after, error="boom")
+    old = session("old", "closed", closed_at="2020-01-01T00:00:00Z")
+    result = CycleResult((), [], {}, seen=[quick, old, session("live")])
+    state = apply_cycle(
+        TrackerState(), result, now=START + 10, process_start=START, retention=900, max_sessions=9
+    )
+    assert set(state.sessions) == {"quick", "old", "live"}
+    assert not any(tracked.configured for tracked in state.sessions.values())
+    assert state.ended_total == {("error", "unknown"): 1}
+    assert plan_fetches(state, [], frozenset({"live"})) == []
+    state = cycle(state, listed=[session("live")], now=START + 909)
+    assert "quick" in state.sessions
+    state = cycle(state, listed=[session("live")], now=START + 910)
+    assert set(state.sessions) == {"live"}
+    assert state.ended_total == {("error", "unknown"): 1}
+
+
+def test_many_sessions_ending_in_a_cycle_make_one_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter.tracker")
+    listed = [session(f"s{i}") for i in range(500)]
+    state = cycle(TrackerState(), listed=listed, max_sessions=1000)
+    caplog.clear()
+    ended = {f"s{i}": session(f"s{i}", "error" if i % 5 else "closed") for i in range(500)}
+    cycle(state, listed=[], fetched=ended, max_sessions=1000)
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert info == ["500 sessions ended (closed/unknown 100, error/unknown 400)"]
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 500
+
+
+def test_many_404s_in_a_cycle_make_one_info_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="exporter.tracker")
+    gone = frozenset(f"x{i}" for i in range(300))
+    cycle(TrackerState(), configured=tuple(gone), not_found=gone)
+    assert [r.getMessage() for r in caplog.records] == [
+        "300 sessions answered 404 and are no longer exported"
+    ]
