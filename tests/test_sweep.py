@@ -336,12 +336,17 @@ def test_a_session_that_starts_and_ends_between_two_cycles_is_exported_and_count
     assert value(
         samples, "notte_session_error_info", session_id="quick-error", error="Browser crashed"
     )
-    # close_reason is asserted where Session carries it (the client's part).
+    reason = "notte_session_close_reason"
+    assert value(samples, reason, session_id="quick-error", close_reason="error") == 1
+    assert value(samples, reason, session_id="quick-closed", close_reason="manual") == 1
     clock.now += 10
     assert exporter.cycle()
     samples = exporter.metrics()
     assert ended(samples, "error") == 1
     assert ended(samples, "closed") == 1
+    total = "notte_sessions_ended_total"
+    assert value(samples, total, status="error", close_reason="error") == 1
+    assert value(samples, total, status="closed", close_reason="manual") == 1
     assert value(samples, "notte_exporter_tracked_sessions", source="discovered") == 14
     assert value(samples, "notte_exporter_sweep_enabled") == 1
     assert value(samples, "notte_up") == 1
