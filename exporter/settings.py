@@ -1,7 +1,7 @@
 """Settings: every row of the contract's settings table, declared once, on the model.
 
-Each field is one `_setting(variable, flag, default, help)` call: the
-environment variable becomes the validation alias, the flag and any flag
+Each field is one `_setting(variable, flag, default, description=...)` call:
+the environment variable becomes the validation alias, the flag and any flag
 aliases go in `json_schema_extra`, the help in `description`; range checks
 follow as keywords or in the field's type (`Seconds`). The command line
 (`exporter.cli`), the bad-setting messages and the README check are all built
@@ -40,8 +40,8 @@ def _setting(
     env: str,
     flag: str,
     default: Any,
-    description: str,
     *,
+    description: str,
     aliases: tuple[str, ...] = (),
     shown_default: str | None = None,
     **constraints: Any,
@@ -84,67 +84,77 @@ class Settings(BaseSettings):
         "NOTTE_API_KEY",
         "--api-key",
         None,
-        "the Notte API key",
+        description="the Notte API key",
         shown_default="(required unless `--demo`)",
     )
     api_key_file: Path | None = _setting(
         "NOTTE_API_KEY_FILE",
         "--api-key-file",
         None,
-        "read the key from this file (Docker/Kubernetes secrets); "
+        description="read the key from this file (Docker/Kubernetes secrets); "
         "re-read when it changes and on SIGHUP",
     )
-    api_url: str = _setting("NOTTE_API_URL", "--api-url", DEFAULT_API_URL, "API base URL")
+    api_url: str = _setting(
+        "NOTTE_API_URL", "--api-url", DEFAULT_API_URL, description="API base URL"
+    )
     listen_address: str = _setting(
         "NOTTE_EXPORTER_LISTEN_ADDRESS",
         "--listen-address",
         f"0.0.0.0:{DEFAULT_PORT}",
-        "where `/metrics` is served (`host:port`, `[::]:port`)",
+        description="where `/metrics` is served (`host:port`, `[::]:port`)",
         aliases=("--web.listen-address",),
     )
     session_ids: Annotated[list[str], NoDecode] = _setting(
         "NOTTE_EXPORTER_SESSION_IDS",
         "--session-id",
         [],
-        "session IDs to watch; the variable is comma-separated, repeated flags replace its list",
+        description="session IDs to watch; the variable is comma-separated, "
+        "repeated flags replace its list",
     )
     session_ids_file: Path | None = _setting(
         "NOTTE_EXPORTER_SESSION_IDS_FILE",
         "--session-ids-file",
         None,
-        "a file of session IDs, one a line (`#` comments), added to the list in effect; "
-        "re-read every poll",
+        description="a file of session IDs, one a line (`#` comments), "
+        "added to the list in effect; re-read every poll",
     )
     discovery: bool = _setting(
         "NOTTE_EXPORTER_DISCOVERY",
         "--discovery",
         True,
-        "discover active sessions through the list endpoint",
+        description="discover active sessions through the list endpoint",
     )
     include_system: bool = _setting(
         "NOTTE_EXPORTER_INCLUDE_SYSTEM",
         "--include-system",
         False,
-        "list system sessions too: sends `include_system=true`, else always `include_system=false`",
+        description="list system sessions too: sends `include_system=true`, "
+        "else always `include_system=false`",
     )
     sweep: bool = _setting(
         "NOTTE_EXPORTER_SWEEP",
         "--sweep",
         True,
-        "with discovery, also list the newest sessions of any status each cycle, "
+        description="with discovery, also list the newest sessions of any status each cycle, "
         "so sessions that start and end between two polls are seen",
     )
     poll_interval: PositiveSeconds = _setting(
-        "NOTTE_EXPORTER_POLL_INTERVAL", "--poll-interval", 15.0, "seconds between poll cycles"
+        "NOTTE_EXPORTER_POLL_INTERVAL",
+        "--poll-interval",
+        15.0,
+        description="seconds between poll cycles",
     )
     request_timeout: PositiveSeconds = _setting(
-        "NOTTE_EXPORTER_REQUEST_TIMEOUT", "--request-timeout", 10.0, "seconds per API request"
+        "NOTTE_EXPORTER_REQUEST_TIMEOUT",
+        "--request-timeout",
+        10.0,
+        description="seconds per API request",
     )
     max_concurrency: int = _setting(
         "NOTTE_EXPORTER_MAX_CONCURRENCY",
         "--max-concurrency",
         8,
-        "API requests in flight at once",
+        description="API requests in flight at once",
         ge=1,
         le=1000,
     )
@@ -152,7 +162,7 @@ class Settings(BaseSettings):
         "NOTTE_EXPORTER_PAGE_SIZE",
         "--page-size",
         100,
-        f"`page_size` for the list endpoint, 1 to {MAX_PAGE_SIZE} (the API's limit)",
+        description=f"`page_size` for the list endpoint, 1 to {MAX_PAGE_SIZE} (the API's limit)",
         ge=1,
         le=MAX_PAGE_SIZE,
     )
@@ -160,13 +170,13 @@ class Settings(BaseSettings):
         "NOTTE_EXPORTER_RETENTION",
         "--retention",
         900.0,
-        "seconds an ended, discovered session stays exported after it was seen ending",
+        description="seconds an ended, discovered session stays exported after it was seen ending",
     )
     max_sessions: int = _setting(
         "NOTTE_EXPORTER_MAX_SESSIONS",
         "--max-sessions",
         10000,
-        "cap on tracked sessions; past it, ended sessions are dropped oldest first, "
+        description="cap on tracked sessions; past it, ended sessions are dropped oldest first, "
         "and discovery stops adding",
         ge=1,
     )
@@ -174,20 +184,20 @@ class Settings(BaseSettings):
         "NOTTE_EXPORTER_MAX_RESPONSE_BYTES",
         "--max-response-bytes",
         DEFAULT_MAX_RESPONSE_BYTES,
-        "cap on one API answer's body after decompression, 64 KiB to 1 GiB; "
+        description="cap on one API answer's body after decompression, 64 KiB to 1 GiB; "
         "a larger answer fails its request",
         shown_default=f"`{DEFAULT_MAX_RESPONSE_BYTES}` (16 MiB)",
         ge=64 * 1024,
         le=1024**3,
     )
     shard: int = _setting(
-        "NOTTE_EXPORTER_SHARD", "--shard", 0, "this replica's shard, 0-based", ge=0
+        "NOTTE_EXPORTER_SHARD", "--shard", 0, description="this replica's shard, 0-based", ge=0
     )
     total_shards: int = _setting(
         "NOTTE_EXPORTER_TOTAL_SHARDS",
         "--total-shards",
         1,
-        "number of replicas sharing the sessions; a session belongs to the shard "
+        description="number of replicas sharing the sessions; a session belongs to the shard "
         "given by a stable hash of its `session_id`",
         ge=1,
     )
@@ -195,7 +205,7 @@ class Settings(BaseSettings):
         "NOTTE_EXPORTER_WEB_CONFIG_FILE",
         "--web-config-file",
         None,
-        "TLS and basic auth for the HTTP endpoints, in the Prometheus "
+        description="TLS and basic auth for the HTTP endpoints, in the Prometheus "
         "exporter-toolkit web-config format",
         aliases=("--web.config.file",),
     )
@@ -203,14 +213,14 @@ class Settings(BaseSettings):
         "NOTTE_EXPORTER_LOG_LEVEL",
         "--log-level",
         "info",
-        "`debug`, `info`, `warning`, `error`",
+        description="`debug`, `info`, `warning`, `error`",
         aliases=("--log.level",),
     )
     log_format: Literal["text", "json"] = _setting(
         "NOTTE_EXPORTER_LOG_FORMAT",
         "--log-format",
         "text",
-        "`text` or `json` (one JSON object a line)",
+        description="`text` or `json` (one JSON object a line)",
         aliases=("--log.format",),
     )
 
