@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dashboards.panels import (
-    DATASOURCE,
     DETAIL_UID,
     JOB,
     SESSION,
@@ -13,20 +12,47 @@ from dashboards.panels import (
     graph,
     merge_and_organize,
     query,
+    query_variable,
+    remaining_thresholds,
+    sent_and_received,
     setup,
     single,
     status_colors,
-    thresholds,
+    table_panel,
     value_mappings,
 )
-from dashboards.sdk import common, dash, dash_model, statetimeline, table
+from dashboards.sdk import common, dash, dash_model, stat, statetimeline
+
+TIMESTAMPS = (
+    ("notte_session_created_timestamp_seconds", "created"),
+    ("notte_session_last_accessed_timestamp_seconds", "last accessed"),
+    ("notte_session_closed_timestamp_seconds", "closed"),
+)
+
+
+def last(metric: str) -> str:
+    """The session's last value of `metric` in the time range."""
+    return f"max(last_over_time({metric}{{{SESSION}}}[$__range]))"
+
+
+def remaining(title: str, until: str, metric: str) -> stat.Panel:
+    """Time left before one of the session's limits; empty once it has ended."""
+    return (
+        single(
+            title,
+            f"Seconds until {until}, as of the exporter's last poll. Empty once the session "
+            "has ended.",
+            "s",
+            query(f"max({metric}{{{SESSION}}})"),
+            width=4,
+        )
+        .thresholds(remaining_thresholds())
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .no_value("ended")
+    )
 
 
 def session_detail() -> dash_model.Dashboard:
-    def last(metric: str) -> str:
-        return f"max(last_over_time({metric}{{{SESSION}}}[$__range]))"
-
-    remaining_thresholds = thresholds("red", (60, "orange"), (300, "green"))
     board = (
         dashboard(
             DETAIL_UID,
@@ -35,14 +61,12 @@ def session_detail() -> dash_model.Dashboard:
             "steps, and what it reported.",
         )
         .with_variable(
-            dash.QueryVariable("session_id")
-            .label("Session")
-            .description("Sessions exported during the time range.")
-            .datasource(DATASOURCE)
-            .query(f"label_values(notte_session_status{{{JOB}}}, session_id)")
-            .definition(f"label_values(notte_session_status{{{JOB}}}, session_id)")
-            .refresh(dash_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(dash_model.VariableSort.ALPHABETICAL_ASC)
+            query_variable(
+                "session_id",
+                "Session",
+                "Sessions exported during the time range.",
+                f"label_values(notte_session_status{{{JOB}}}, session_id)",
+            )
         )
         .with_row(dash.Row("Session $session_id"))
         .with_panel(
@@ -55,7 +79,6 @@ def session_detail() -> dash_model.Dashboard:
                         "max by (status) "
                         f"(last_over_time(notte_session_status{{{SESSION}}}[$__range])) == 1",
                         "{{status}}",
-                        instant=True,
                     ),
                     width=4,
                 )
@@ -68,45 +91,30 @@ def session_detail() -> dash_model.Dashboard:
                 "Duration",
                 "Time since creation for a live session; the final duration for an ended one.",
                 "s",
-                query(last("notte_session_duration_seconds"), instant=True),
+                query(last("notte_session_duration_seconds")),
                 width=4,
             )
         )
         .with_panel(
-            single(
+            remaining(
                 "Idle time remaining",
-                "Seconds until Notte closes the session for inactivity, as of the exporter's "
-                "last poll. Empty once the session has ended.",
-                "s",
-                query(f"max(notte_session_idle_remaining_seconds{{{SESSION}}})", instant=True),
-                width=4,
+                "Notte closes the session for inactivity",
+                "notte_session_idle_remaining_seconds",
             )
-            .thresholds(remaining_thresholds)
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .no_value("ended")
         )
         .with_panel(
-            single(
+            remaining(
                 "Max duration remaining",
-                "Seconds until the session reaches its maximum duration, as of the exporter's "
-                "last poll. Empty once the session has ended.",
-                "s",
-                query(
-                    f"max(notte_session_max_duration_remaining_seconds{{{SESSION}}})",
-                    instant=True,
-                ),
-                width=4,
+                "the session reaches its maximum duration",
+                "notte_session_max_duration_remaining_seconds",
             )
-            .thresholds(remaining_thresholds)
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .no_value("ended")
         )
         .with_panel(
             single(
                 "Steps",
                 "Number of steps the session has run.",
                 "short",
-                query(last("notte_session_steps"), instant=True),
+                query(last("notte_session_steps")),
                 width=4,
             )
         )
@@ -115,13 +123,7 @@ def session_detail() -> dash_model.Dashboard:
                 "Network bytes",
                 "Bytes sent (requests) and received (responses) by the session's browser.",
                 "bytes",
-                query(last("notte_session_network_request_bytes_total"), "sent", instant=True),
-                query(
-                    last("notte_session_network_response_bytes_total"),
-                    "received",
-                    ref="B",
-                    instant=True,
-                ),
+                *sent_and_received(last),
                 width=4,
             ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         )
@@ -132,12 +134,7 @@ def session_detail() -> dash_model.Dashboard:
                 "Network bytes",
                 "Cumulative bytes sent and received by the session's browser.",
                 "bytes",
-                query(f"max(notte_session_network_request_bytes_total{{{SESSION}}})", "sent"),
-                query(
-                    f"max(notte_session_network_response_bytes_total{{{SESSION}}})",
-                    "received",
-                    ref="B",
-                ),
+                *sent_and_received(lambda metric: f"max({metric}{{{SESSION}}})"),
             )
         )
         .with_panel(
@@ -145,14 +142,8 @@ def session_detail() -> dash_model.Dashboard:
                 "Network throughput",
                 "Bytes per second sent and received by the session's browser.",
                 "Bps",
-                query(
-                    f"sum(rate(notte_session_network_request_bytes_total{{{SESSION}}}[$__rate_interval]))",
-                    "sent",
-                ),
-                query(
-                    f"sum(rate(notte_session_network_response_bytes_total{{{SESSION}}}[$__rate_interval]))",
-                    "received",
-                    ref="B",
+                *sent_and_received(
+                    lambda metric: f"sum(rate({metric}{{{SESSION}}}[$__rate_interval]))"
                 ),
             )
         )
@@ -168,13 +159,8 @@ def session_detail() -> dash_model.Dashboard:
                 query(
                     f"max(notte_session_max_duration_remaining_seconds{{{SESSION}}})",
                     "max duration remaining",
-                    ref="B",
                 ),
-                query(
-                    f"max(notte_session_idle_timeout_seconds{{{SESSION}}})",
-                    "idle timeout",
-                    ref="C",
-                ),
+                query(f"max(notte_session_idle_timeout_seconds{{{SESSION}}})", "idle timeout"),
             ).min(0)
         )
         .with_panel(
@@ -187,20 +173,13 @@ def session_detail() -> dash_model.Dashboard:
         )
         .with_row(dash.Row("Details"))
         .with_panel(
-            setup(
-                table.Panel(),
+            table_panel(
                 "Session info",
                 "Browser and options of the session (notte_session_info); an empty cell is a "
                 "value the API left null.",
                 "none",
-                [
-                    query(
-                        "max by (browser_type, proxies, solve_captchas, web_bot_auth) "
-                        f"(last_over_time(notte_session_info{{{SESSION}}}[$__range]))",
-                        instant=True,
-                        table_format=True,
-                    )
-                ],
+                "max by (browser_type, proxies, solve_captchas, web_bot_auth) "
+                f"(last_over_time(notte_session_info{{{SESSION}}}[$__range]))",
                 width=8,
                 height=5,
             ).transformations(merge_and_organize(exclude=("Time", "Value"), rename={}, order=()))
@@ -215,7 +194,6 @@ def session_detail() -> dash_model.Dashboard:
                     "max by (close_reason) "
                     f"(last_over_time(notte_session_close_reason{{{SESSION}}}[$__range]))",
                     "{{close_reason}}",
-                    instant=True,
                 ),
                 width=4,
                 height=5,
@@ -228,23 +206,7 @@ def session_detail() -> dash_model.Dashboard:
                 "Timestamps",
                 "When the session was created, last used, and closed (closed only once it ended).",
                 "dateTimeAsIso",
-                query(
-                    f"1000 * {last('notte_session_created_timestamp_seconds')}",
-                    "created",
-                    instant=True,
-                ),
-                query(
-                    f"1000 * {last('notte_session_last_accessed_timestamp_seconds')}",
-                    "last accessed",
-                    ref="B",
-                    instant=True,
-                ),
-                query(
-                    f"1000 * {last('notte_session_closed_timestamp_seconds')}",
-                    "closed",
-                    ref="C",
-                    instant=True,
-                ),
+                *(query(f"1000 * {last(metric)}", name) for metric, name in TIMESTAMPS),
                 width=12,
                 height=5,
             )
@@ -252,21 +214,12 @@ def session_detail() -> dash_model.Dashboard:
             .color_mode(common.BigValueColorMode.NONE)
         )
         .with_panel(
-            setup(
-                table.Panel(),
+            table_panel(
                 "Error",
                 "The error the session reported, first 200 characters (notte_session_error_info). "
                 "Empty when it reported none.",
                 "none",
-                [
-                    query(
-                        "max by (error) "
-                        f"(last_over_time(notte_session_error_info{{{SESSION}}}[$__range]))",
-                        instant=True,
-                        table_format=True,
-                    )
-                ],
-                width=24,
+                f"max by (error) (last_over_time(notte_session_error_info{{{SESSION}}}[$__range]))",
                 height=4,
             )
             .transformations(

@@ -4,24 +4,52 @@ API, what it covers (sweep, deferral, shards), what it tracks, and its process."
 from __future__ import annotations
 
 from dashboards.panels import (
-    DATASOURCE,
     EXPORTER,
     HEALTH_UID,
     JOB,
+    Query,
     dashboard,
     finish,
     fixed_color,
     graph,
     query,
+    query_variable,
     single,
     thresholds,
     value_mappings,
 )
-from dashboards.sdk import common, dash, dash_model
+from dashboards.sdk import common, dash, dash_model, stat
+
+UP = {"0": ("down", "red"), "1": ("up", "green")}
+
+
+def on_off(
+    title: str, description: str, metric: str, states: dict[str, tuple[str, str]], **size: int
+) -> stat.Panel:
+    """A 0/1 metric of each instance, as a coloured word."""
+    return (
+        single(title, description, "none", query(f"{metric}{{{EXPORTER}}}", "{{instance}}"), **size)
+        .mappings(value_mappings(states))
+        .color_mode(common.BigValueColorMode.BACKGROUND)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+    )
+
+
+def percentiles(histogram: str, by: str = "") -> list[Query]:
+    """Median and 99th percentile of a histogram of the exporter, by `by` when given."""
+    group = f"{by}, le" if by else "le"
+    legend = f"{{{{{by}}}}} " if by else ""
+    return [
+        query(
+            f"histogram_quantile({quantile}, sum by ({group}) "
+            f"(rate({histogram}_bucket{{{EXPORTER}}}[$__rate_interval])))",
+            f"{legend}{name}",
+        )
+        for quantile, name in ((0.5, "p50"), (0.99, "p99"))
+    ]
 
 
 def exporter_health() -> dash_model.Dashboard:
-    up_mappings = value_mappings({"0": ("down", "red"), "1": ("up", "green")})
     requests = f"notte_exporter_api_requests_total{{{EXPORTER}}}"
     failed_requests = f'notte_exporter_api_requests_total{{{EXPORTER}, code!~"2..|404"}}'
     board = (
@@ -32,41 +60,31 @@ def exporter_health() -> dash_model.Dashboard:
             "requests go, what it tracks and drops, and its process resources.",
         )
         .with_variable(
-            dash.QueryVariable("instance")
-            .label("Instance")
-            .description("notte-exporter replicas (one per shard).")
-            .datasource(DATASOURCE)
-            .query(f"label_values(notte_exporter_build_info{{{JOB}}}, instance)")
-            .definition(f"label_values(notte_exporter_build_info{{{JOB}}}, instance)")
-            .refresh(dash_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(dash_model.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".+")
+            query_variable(
+                "instance",
+                "Instance",
+                "notte-exporter replicas (one per shard).",
+                f"label_values(notte_exporter_build_info{{{JOB}}}, instance)",
+                multi=True,
+            )
         )
         .with_row(dash.Row("Status"))
         .with_panel(
-            single(
+            on_off(
                 "Notte API (notte_up)",
                 "1 (up) when the exporter's last poll cycle reached the Notte API and was "
                 "authorised; 0 (down) otherwise. NotteApiDown fires after 5 minutes down.",
-                "none",
-                query(f"notte_up{{{EXPORTER}}}", "{{instance}}", instant=True),
+                "notte_up",
+                UP,
             )
-            .mappings(up_mappings)
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         )
         .with_panel(
-            single(
+            on_off(
                 "Scrape target",
                 "Prometheus' own `up` for the exporter: 0 means the exporter cannot be scraped.",
-                "none",
-                query(f"up{{{EXPORTER}}}", "{{instance}}", instant=True),
+                "up",
+                UP,
             )
-            .mappings(up_mappings)
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         )
         .with_panel(
             single(
@@ -79,7 +97,6 @@ def exporter_health() -> dash_model.Dashboard:
                     "time() - max by (instance) "
                     f"(notte_exporter_last_poll_success_timestamp_seconds{{{EXPORTER}}} > 0)",
                     "{{instance}}",
-                    instant=True,
                 ),
             )
             .thresholds(thresholds("green", (60, "orange"), (180, "red")))
@@ -94,7 +111,6 @@ def exporter_health() -> dash_model.Dashboard:
                 query(
                     f"max by (instance, version) (notte_exporter_build_info{{{EXPORTER}}})",
                     "{{version}}",
-                    instant=True,
                 ),
             ).text_mode(common.BigValueTextMode.NAME)
         )
@@ -105,24 +121,13 @@ def exporter_health() -> dash_model.Dashboard:
                 "How long poll cycles take: median, 99th percentile and mean "
                 "(notte_exporter_poll_duration_seconds).",
                 "s",
-                query(
-                    "histogram_quantile(0.5, sum by (le) "
-                    f"(rate(notte_exporter_poll_duration_seconds_bucket{{{EXPORTER}}}[$__rate_interval])))",
-                    "p50",
-                ),
-                query(
-                    "histogram_quantile(0.99, sum by (le) "
-                    f"(rate(notte_exporter_poll_duration_seconds_bucket{{{EXPORTER}}}[$__rate_interval])))",
-                    "p99",
-                    ref="B",
-                ),
+                *percentiles("notte_exporter_poll_duration_seconds"),
                 query(
                     "sum(rate("
                     f"notte_exporter_poll_duration_seconds_sum{{{EXPORTER}}}[$__rate_interval])) / "
                     "sum(rate("
                     f"notte_exporter_poll_duration_seconds_count{{{EXPORTER}}}[$__rate_interval]))",
                     "mean",
-                    ref="C",
                 ),
             )
         )
@@ -180,36 +185,23 @@ def exporter_health() -> dash_model.Dashboard:
                 "Notte API request duration by endpoint: median and 99th percentile "
                 "(notte_exporter_api_request_duration_seconds).",
                 "s",
-                query(
-                    "histogram_quantile(0.5, sum by (endpoint, le) "
-                    f"(rate(notte_exporter_api_request_duration_seconds_bucket{{{EXPORTER}}}[$__rate_interval])))",
-                    "{{endpoint}} p50",
-                ),
-                query(
-                    "histogram_quantile(0.99, sum by (endpoint, le) "
-                    f"(rate(notte_exporter_api_request_duration_seconds_bucket{{{EXPORTER}}}[$__rate_interval])))",
-                    "{{endpoint}} p99",
-                    ref="B",
-                ),
+                *percentiles("notte_exporter_api_request_duration_seconds", "endpoint"),
                 width=8,
             )
         )
         .with_row(dash.Row("Coverage"))
         .with_panel(
-            single(
+            on_off(
                 "Sweep",
                 "on while the sweep lists the newest sessions of any status each cycle, so that "
                 "sessions shorter than a poll interval are seen (notte_exporter_sweep_enabled); "
                 "off when --no-sweep or --no-discovery is set, or when the sweep turned itself "
                 "off because the API lists sessions in no time order. "
                 "NotteExporterSweepDisabled fires while it is off.",
-                "none",
-                query(f"notte_exporter_sweep_enabled{{{EXPORTER}}}", "{{instance}}", instant=True),
+                "notte_exporter_sweep_enabled",
+                {"0": ("off", "orange"), "1": ("on", "green")},
                 height=8,
             )
-            .mappings(value_mappings({"0": ("off", "orange"), "1": ("on", "green")}))
-            .color_mode(common.BigValueColorMode.BACKGROUND)
-            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         )
         .with_panel(
             graph(
@@ -236,14 +228,8 @@ def exporter_health() -> dash_model.Dashboard:
                 query(
                     f"max by (instance) (notte_exporter_shard_ordinal{{{EXPORTER}}})",
                     "{{instance}} shard",
-                    instant=True,
                 ),
-                query(
-                    f"max(notte_exporter_total_shards{{{EXPORTER}}})",
-                    "total shards",
-                    ref="B",
-                    instant=True,
-                ),
+                query(f"max(notte_exporter_total_shards{{{EXPORTER}}})", "total shards"),
                 height=8,
             ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         )
@@ -304,7 +290,7 @@ def exporter_health() -> dash_model.Dashboard:
                 "Open file descriptors of each exporter process, against its limit.",
                 "short",
                 query(f"process_open_fds{{{EXPORTER}}}", "{{instance}} open"),
-                query(f"process_max_fds{{{EXPORTER}}}", "{{instance}} max", ref="B"),
+                query(f"process_max_fds{{{EXPORTER}}}", "{{instance}} max"),
                 width=8,
             )
         )

@@ -15,17 +15,29 @@ from dashboards.panels import (
     fixed_color,
     graph,
     legend,
-    merge_and_organize,
     query,
+    remaining_thresholds,
+    sent_and_received,
     session_links,
-    session_links_override,
+    session_rows,
     setup,
     single,
     status_colors,
+    table_panel,
     thresholds,
+    unit_override,
     value_mappings,
 )
-from dashboards.sdk import bargauge, common, common_builder, dash, dash_model, histogram, table
+from dashboards.sdk import (
+    bargauge,
+    common,
+    common_builder,
+    dash,
+    dash_model,
+    histogram,
+    table,
+    timeseries,
+)
 from exporter.labels import ENDED_STATUSES
 
 # The endings that count as failures, for the ratio panels and the alert they mirror.
@@ -52,7 +64,7 @@ def sessions_overview() -> dash_model.Dashboard:
                     "Ended sessions stay tracked for the exporter's retention (15 minutes by "
                     "default).",
                     "short",
-                    query(f"sum by (status) (notte_sessions{{{JOB}}})", "{{status}}", instant=True),
+                    query(f"sum by (status) (notte_sessions{{{JOB}}})", "{{status}}"),
                     width=12,
                     height=5,
                 )
@@ -67,11 +79,7 @@ def sessions_overview() -> dash_model.Dashboard:
                     "Sessions the exporter saw end during the dashboard's time range, by final "
                     "status (increase of notte_sessions_ended_total).",
                     "short",
-                    query(
-                        f"round(sum by (status) (increase({ended}[$__range])))",
-                        "{{status}}",
-                        instant=True,
-                    ),
+                    query(f"round(sum by (status) (increase({ended}[$__range])))", "{{status}}"),
                     width=6,
                     height=5,
                 )
@@ -87,8 +95,7 @@ def sessions_overview() -> dash_model.Dashboard:
                 "timed_out. Empty when no session ended.",
                 "percentunit",
                 query(
-                    f"sum(increase({failed}[$__range])) / (sum(increase({ended}[$__range])) > 0)",
-                    instant=True,
+                    f"sum(increase({failed}[$__range])) / (sum(increase({ended}[$__range])) > 0)"
                 ),
                 width=6,
                 height=5,
@@ -109,37 +116,7 @@ def sessions_overview() -> dash_model.Dashboard:
                 )
             )
         )
-        .with_panel(
-            graph(
-                "Sessions ended per minute, by final status",
-                "How many sessions end each minute, by final status (rate of "
-                "notte_sessions_ended_total). Errors and timeouts are drawn filled so they "
-                "stand out.",
-                "cpm",
-                query(
-                    f"sum by (status) (rate({ended}[$__rate_interval])) * 60",
-                    "{{status}}",
-                ),
-                width=8,
-            )
-            .override_by_name("closed", [fixed_color(STATUS_COLORS["closed"])])
-            .override_by_name(
-                "error",
-                [
-                    fixed_color(STATUS_COLORS["error"]),
-                    dash_model.DynamicConfigValue(id_val="custom.fillOpacity", value=40),
-                    dash_model.DynamicConfigValue(id_val="custom.lineWidth", value=2),
-                ],
-            )
-            .override_by_name(
-                "timed_out",
-                [
-                    fixed_color(STATUS_COLORS["timed_out"]),
-                    dash_model.DynamicConfigValue(id_val="custom.fillOpacity", value=40),
-                    dash_model.DynamicConfigValue(id_val="custom.lineWidth", value=2),
-                ],
-            )
-        )
+        .with_panel(ended_per_minute(ended))
         .with_panel(
             status_colors(
                 graph(
@@ -183,7 +160,6 @@ def sessions_overview() -> dash_model.Dashboard:
                 query(
                     f"round(sum by (close_reason) (increase({ended}[$__range])))",
                     "{{close_reason}}",
-                    instant=True,
                 ),
                 width=12,
                 height=8,
@@ -196,14 +172,9 @@ def sessions_overview() -> dash_model.Dashboard:
                 "Bytes per second sent (requests) and received (responses) by all tracked "
                 "sessions' browsers.",
                 "Bps",
-                query(
-                    f"sum(rate(notte_session_network_request_bytes_total{{{JOB}}}[$__rate_interval]))",
-                    "sent (requests)",
-                ),
-                query(
-                    f"sum(rate(notte_session_network_response_bytes_total{{{JOB}}}[$__rate_interval]))",
-                    "received (responses)",
-                    ref="B",
+                *sent_and_received(
+                    lambda metric: f"sum(rate({metric}{{{JOB}}}[$__rate_interval]))",
+                    ("sent (requests)", "received (responses)"),
                 ),
             )
         )
@@ -277,7 +248,6 @@ def sessions_overview() -> dash_model.Dashboard:
                     "quantile(0.5, "
                     f"notte_session_duration_seconds{{{JOB}}} and {SAME_SESSION} {LIVE})",
                     "median",
-                    ref="B",
                 ),
             )
         )
@@ -288,16 +258,36 @@ def sessions_overview() -> dash_model.Dashboard:
     return finish(board.build())
 
 
+def ended_per_minute(ended: str) -> timeseries.Panel:
+    """Endings by final status; the failed ones filled and thicker, so they stand out."""
+    panel = graph(
+        "Sessions ended per minute, by final status",
+        "How many sessions end each minute, by final status (rate of "
+        "notte_sessions_ended_total). Errors and timeouts are drawn filled so they "
+        "stand out.",
+        "cpm",
+        query(f"sum by (status) (rate({ended}[$__rate_interval])) * 60", "{{status}}"),
+        width=8,
+    ).override_by_name("closed", [fixed_color(STATUS_COLORS["closed"])])
+    for status in FAILED_STATUSES:
+        panel = panel.override_by_name(
+            status,
+            [
+                fixed_color(STATUS_COLORS[status]),
+                dash_model.DynamicConfigValue(id_val="custom.fillOpacity", value=40),
+                dash_model.DynamicConfigValue(id_val="custom.lineWidth", value=2),
+            ],
+        )
+    return panel
+
+
 def live_sessions_table() -> table.Panel:
     def live(expr: str) -> str:
         return f"max by (session_id) ({expr} and {SAME_SESSION} {LIVE})"
 
     remaining = [
-        dash_model.DynamicConfigValue(id_val="unit", value="s"),
-        dash_model.DynamicConfigValue(
-            id_val="thresholds",
-            value=thresholds("red", (60, "orange"), (300, "green")).build(),
-        ),
+        *unit_override("s"),
+        dash_model.DynamicConfigValue(id_val="thresholds", value=remaining_thresholds().build()),
         dash_model.DynamicConfigValue(
             id_val="custom.cellOptions",
             value=common.TableColoredBackgroundCellOptions(
@@ -305,8 +295,7 @@ def live_sessions_table() -> table.Panel:
             ),
         ),
     ]
-    panel: table.Panel = setup(
-        table.Panel(),
+    panel = table_panel(
         "Live sessions",
         "Sessions live now (active, or authenticating: waiting for a managed-auth login), "
         "soonest idle timeout first. Idle time remaining: seconds until "
@@ -314,159 +303,82 @@ def live_sessions_table() -> table.Panel:
         "reaches its maximum duration (both as of the exporter's last poll). Red under a "
         "minute, orange under five. Click a session for its detail.",
         "s",
-        [
-            query(
-                f"max by (session_id) (notte_session_idle_remaining_seconds{{{JOB}}})",
-                ref="A",
-                instant=True,
-                table_format=True,
-            ),
-            query(
-                f"max by (session_id) (notte_session_max_duration_remaining_seconds{{{JOB}}})",
-                ref="B",
-                instant=True,
-                table_format=True,
-            ),
-            query(
-                live(f"notte_session_duration_seconds{{{JOB}}}"),
-                ref="C",
-                instant=True,
-                table_format=True,
-            ),
-            query(
-                live(f"notte_session_steps{{{JOB}}}"),
-                ref="D",
-                instant=True,
-                table_format=True,
-            ),
-            query(
-                live(
-                    f"(notte_session_network_request_bytes_total{{{JOB}}} + {SAME_SESSION} "
-                    f"notte_session_network_response_bytes_total{{{JOB}}})"
-                ),
-                ref="E",
-                instant=True,
-                table_format=True,
-            ),
-            query(
-                f"max by (session_id, browser_type) (notte_session_info{{{JOB}}} "
-                f"and {SAME_SESSION} {LIVE})",
-                ref="F",
-                instant=True,
-                table_format=True,
-            ),
-            query(
-                f"max by (session_id, status) ({LIVE})",
-                ref="G",
-                instant=True,
-                table_format=True,
-            ),
-        ],
-        width=24,
+        f"max by (session_id) (notte_session_idle_remaining_seconds{{{JOB}}})",
+        f"max by (session_id) (notte_session_max_duration_remaining_seconds{{{JOB}}})",
+        live(f"notte_session_duration_seconds{{{JOB}}}"),
+        live(f"notte_session_steps{{{JOB}}}"),
+        live(
+            f"(notte_session_network_request_bytes_total{{{JOB}}} + {SAME_SESSION} "
+            f"notte_session_network_response_bytes_total{{{JOB}}})"
+        ),
+        f"max by (session_id, browser_type) (notte_session_info{{{JOB}}} "
+        f"and {SAME_SESSION} {LIVE})",
+        f"max by (session_id, status) ({LIVE})",
         height=10,
     )
-    return (
-        panel.transformations(
-            merge_and_organize(
-                exclude=("Time", "Value #F", "Value #G"),
-                rename={
-                    "session_id": "Session",
-                    "status": "Status",
-                    "browser_type": "Browser",
-                    "Value #A": "Idle time remaining",
-                    "Value #B": "Max duration remaining",
-                    "Value #C": "Age",
-                    "Value #D": "Steps",
-                    "Value #E": "Bytes",
-                },
-                order=(
-                    "session_id",
-                    "status",
-                    "Value #A",
-                    "Value #B",
-                    "Value #C",
-                    "Value #D",
-                    "Value #E",
-                    "browser_type",
-                ),
-            )
-        )
-        .override_by_name("Idle time remaining", remaining)
+    return session_rows(
+        panel.override_by_name("Idle time remaining", remaining)
         .override_by_name("Max duration remaining", remaining)
-        .override_by_name("Steps", [dash_model.DynamicConfigValue(id_val="unit", value="short")])
-        .override_by_name("Bytes", [dash_model.DynamicConfigValue(id_val="unit", value="bytes")])
-        .override_by_name("Session", [session_links_override("${__value.raw}")])
-        .sort_by(
-            [common_builder.TableSortByFieldState().display_name("Idle time remaining").desc(False)]
-        )
+        .override_by_name("Steps", unit_override("short"))
+        .override_by_name("Bytes", unit_override("bytes")),
+        exclude=("Time", "Value #F", "Value #G"),
+        rename={
+            "browser_type": "Browser",
+            "Value #A": "Idle time remaining",
+            "Value #B": "Max duration remaining",
+            "Value #C": "Age",
+            "Value #D": "Steps",
+            "Value #E": "Bytes",
+        },
+        order=(
+            "session_id",
+            "status",
+            "Value #A",
+            "Value #B",
+            "Value #C",
+            "Value #D",
+            "Value #E",
+            "browser_type",
+        ),
+        sort_by="Idle time remaining",
+        descending=False,
     )
 
 
 def errored_sessions_table() -> table.Panel:
     errored = f"max by (session_id) (last_over_time(notte_session_error_info{{{JOB}}}[$__range]))"
-    panel: table.Panel = setup(
-        table.Panel(),
+    panel = table_panel(
         "Recently errored sessions",
         "Sessions that reported an error during the time range, newest first, with the "
         "error message (first 200 characters) and the final status. Click a session for "
         "its detail.",
         "dateTimeAsIso",
+        f"max by (session_id, error) (last_over_time(notte_session_error_info{{{JOB}}}[$__range]))",
+        "1000 * (max by (session_id) "
+        f"(last_over_time(notte_session_closed_timestamp_seconds{{{JOB}}}[$__range])) "
+        f"and on (session_id) {errored})",
+        "max by (session_id, status) "
+        f"(last_over_time(notte_session_status{{{JOB}}}[$__range]) == 1) "
+        f"and on (session_id) {errored}",
+    )
+    return session_rows(
+        panel,
+        exclude=("Time", "Value #A", "Value #C"),
+        rename={"error": "Error", "Value #B": "Ended at"},
+        order=("session_id", "Value #B", "status", "error"),
+        sort_by="Ended at",
+        descending=True,
+    ).override_by_name(
+        "Status",
         [
-            query(
-                "max by (session_id, error) "
-                f"(last_over_time(notte_session_error_info{{{JOB}}}[$__range]))",
-                ref="A",
-                instant=True,
-                table_format=True,
+            dash_model.DynamicConfigValue(
+                id_val="mappings",
+                value=value_mappings(
+                    {name: (name, color) for name, color in STATUS_COLORS.items()}
+                ),
             ),
-            query(
-                "1000 * (max by (session_id) "
-                f"(last_over_time(notte_session_closed_timestamp_seconds{{{JOB}}}[$__range])) "
-                f"and on (session_id) {errored})",
-                ref="B",
-                instant=True,
-                table_format=True,
-            ),
-            query(
-                "max by (session_id, status) "
-                f"(last_over_time(notte_session_status{{{JOB}}}[$__range]) == 1) "
-                f"and on (session_id) {errored}",
-                ref="C",
-                instant=True,
-                table_format=True,
+            dash_model.DynamicConfigValue(
+                id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
             ),
         ],
-        width=24,
-        height=8,
-    )
-    return (
-        panel.transformations(
-            merge_and_organize(
-                exclude=("Time", "Value #A", "Value #C"),
-                rename={
-                    "session_id": "Session",
-                    "status": "Status",
-                    "error": "Error",
-                    "Value #B": "Ended at",
-                },
-                order=("session_id", "Value #B", "status", "error"),
-            )
-        )
-        .override_by_name("Session", [session_links_override("${__value.raw}")])
-        .override_by_name(
-            "Status",
-            [
-                dash_model.DynamicConfigValue(
-                    id_val="mappings",
-                    value=value_mappings(
-                        {name: (name, color) for name, color in STATUS_COLORS.items()}
-                    ),
-                ),
-                dash_model.DynamicConfigValue(
-                    id_val="custom.cellOptions",
-                    value=common.TableColorTextCellOptions(),
-                ),
-            ],
-        )
-        .sort_by([common_builder.TableSortByFieldState().display_name("Ended at").desc(True)])
     )

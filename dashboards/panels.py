@@ -3,7 +3,8 @@ panel helpers every dashboard module uses."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from string import ascii_uppercase
 from typing import Any
 
 from dashboards.sdk import (
@@ -14,6 +15,7 @@ from dashboards.sdk import (
     dash_model,
     prometheus,
     stat,
+    table,
     timeseries,
 )
 from exporter.labels import ENDED_STATUSES, STATUSES
@@ -44,20 +46,16 @@ def detail_url(session: str) -> str:
 
 
 PanelBuilder = Any  # the SDK's panel builders share no usable base class
+Query = prometheus.Dataquery
 
 
 # --- small building blocks -------------------------------------------------------------
 
 
 def query(
-    expr: str,
-    legend: str | None = None,
-    *,
-    ref: str = "A",
-    instant: bool = False,
-    table_format: bool = False,
-) -> prometheus.Dataquery:
-    q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
+    expr: str, legend: str | None = None, *, instant: bool = False, table_format: bool = False
+) -> Query:
+    q = prometheus.Dataquery().expr(expr).datasource(DATASOURCE)
     if legend is not None:
         q = q.legend_format(legend)
     if instant:
@@ -67,16 +65,28 @@ def query(
     return q
 
 
+def sent_and_received(
+    expr: Callable[[str], str], legends: tuple[str, str] = ("sent", "received")
+) -> list[Query]:
+    """The same expression over the sessions' sent and received byte counters."""
+    metrics = (
+        "notte_session_network_request_bytes_total",
+        "notte_session_network_response_bytes_total",
+    )
+    return [query(expr(metric), name) for metric, name in zip(metrics, legends, strict=True)]
+
+
 def setup(
     panel: PanelBuilder,
     title: str,
     description: str,
     unit: str,
-    queries: Sequence[prometheus.Dataquery],
+    queries: Sequence[Query],
     *,
     width: int,
     height: int,
 ) -> PanelBuilder:
+    """Title, help, unit, size and the queries, lettered A, B, C... in order as Grafana does."""
     panel = (
         panel.title(title)
         .description(description)
@@ -85,8 +95,8 @@ def setup(
         .span(width)
         .height(height)
     )
-    for q in queries:
-        panel = panel.with_target(q)
+    for ref, q in zip(ascii_uppercase, queries, strict=False):
+        panel = panel.with_target(q.ref_id(ref))
     return panel
 
 
@@ -99,6 +109,15 @@ def thresholds(base: str, *steps: tuple[float, str]) -> dash.ThresholdsConfig:
             + [dash_model.Threshold(value=value, color=color) for value, color in steps]
         )
     )
+
+
+def remaining_thresholds() -> dash.ThresholdsConfig:
+    """Time left before a limit: red under a minute, orange under five."""
+    return thresholds("red", (60, "orange"), (300, "green"))
+
+
+def unit_override(unit: str) -> list[dash_model.DynamicConfigValue]:
+    return [dash_model.DynamicConfigValue(id_val="unit", value=unit)]
 
 
 def fixed_color(color: str) -> dash_model.DynamicConfigValue:
@@ -146,13 +165,9 @@ def tooltip() -> common_builder.VizTooltipOptions:
 
 
 def graph(
-    title: str,
-    description: str,
-    unit: str,
-    *queries: prometheus.Dataquery,
-    width: int = 12,
-    height: int = 8,
+    title: str, description: str, unit: str, *queries: Query, width: int = 12, height: int = 8
 ) -> timeseries.Panel:
+    """A time series with a table legend (last and max) and every series in the tooltip."""
     built: timeseries.Panel = setup(
         timeseries.Panel(), title, description, unit, queries, width=width, height=height
     )
@@ -166,15 +181,12 @@ def graph(
 
 
 def single(
-    title: str,
-    description: str,
-    unit: str,
-    *queries: prometheus.Dataquery,
-    width: int = 6,
-    height: int = 4,
+    title: str, description: str, unit: str, *queries: Query, width: int = 6, height: int = 4
 ) -> stat.Panel:
+    """A stat: the value now, so its queries are instant."""
+    instant = [q.instant() for q in queries]
     built: stat.Panel = setup(
-        stat.Panel(), title, description, unit, queries, width=width, height=height
+        stat.Panel(), title, description, unit, instant, width=width, height=height
     )
     # Uncoloured unless a panel asks: Grafana's default thresholds (red from 80) would
     # paint any duration or count above 80 red.
@@ -185,6 +197,14 @@ def single(
         .graph_mode(common.BigValueGraphMode.NONE)
         .color_mode(common.BigValueColorMode.NONE)
     )
+
+
+def table_panel(
+    title: str, description: str, unit: str, *exprs: str, width: int = 24, height: int = 8
+) -> table.Panel:
+    """A table of the values now: one instant query per expression, in table format."""
+    queries = [query(expr, instant=True, table_format=True) for expr in exprs]
+    return setup(table.Panel(), title, description, unit, queries, width=width, height=height)
 
 
 def merge_and_organize(
@@ -216,6 +236,25 @@ class DataLink:
         return {"title": self.title, "url": self.url, "targetBlank": False}
 
 
+def session_rows(
+    panel: table.Panel,
+    *,
+    exclude: Sequence[str],
+    rename: dict[str, str],
+    order: Sequence[str],
+    sort_by: str,
+    descending: bool,
+) -> table.Panel:
+    """A table of one row per session, joined from its queries: `session_id` shows as
+    Session, linked to the session's detail, and `status` as Status."""
+    columns = {"session_id": "Session", "status": "Status", **rename}
+    return (
+        panel.transformations(merge_and_organize(exclude, columns, order))
+        .override_by_name("Session", [session_links_override("${__value.raw}")])
+        .sort_by([common_builder.TableSortByFieldState().display_name(sort_by).desc(descending)])
+    )
+
+
 def session_links(value: str) -> list[DataLink]:
     return [DataLink("Session detail", detail_url(value))]
 
@@ -224,6 +263,25 @@ def session_links_override(value: str) -> dash_model.DynamicConfigValue:
     return dash_model.DynamicConfigValue(
         id_val="links", value=[link.build() for link in session_links(value)]
     )
+
+
+def query_variable(
+    name: str, label: str, description: str, expr: str, *, multi: bool = False
+) -> dash.QueryVariable:
+    """A variable filled from `label_values(...)`; `multi` allows several values and All (`.+`)."""
+    variable = (
+        dash.QueryVariable(name)
+        .label(label)
+        .description(description)
+        .datasource(DATASOURCE)
+        .query(expr)
+        .definition(expr)
+        .refresh(dash_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dash_model.VariableSort.ALPHABETICAL_ASC)
+    )
+    if multi:
+        variable = variable.multi(True).include_all(True).all_value(".+")
+    return variable
 
 
 def dashboard(uid: str, title: str, description: str) -> dash.Dashboard:
@@ -262,17 +320,13 @@ def dashboard(uid: str, title: str, description: str) -> dash.Dashboard:
             .description("The Prometheus that scrapes notte-exporter.")
         )
         .with_variable(
-            dash.QueryVariable("job")
-            .label("Job")
-            .description("The scrape job(s) of notte-exporter.")
-            .datasource(DATASOURCE)
-            .query("label_values(notte_exporter_build_info, job)")
-            .definition("label_values(notte_exporter_build_info, job)")
-            .refresh(dash_model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(dash_model.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".+")
+            query_variable(
+                "job",
+                "Job",
+                "The scrape job(s) of notte-exporter.",
+                "label_values(notte_exporter_build_info, job)",
+                multi=True,
+            )
         )
     )
 

@@ -23,8 +23,8 @@ Sample = tuple[tuple[str, ...], float]
 
 
 @dataclass(frozen=True)
-class SessionFamily:
-    """A family labelled `session_id` plus `labels`; `samples` gives a session's series.
+class Family:
+    """What a family's header and series names need: its name, help, type and labels.
 
     A counter's name ends in `_total`, as its samples are named.
     """
@@ -33,17 +33,19 @@ class SessionFamily:
     help: str
     kind: Kind
     labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SessionFamily(Family):
+    """A family labelled `session_id` plus `labels`; `samples` gives a session's series."""
+
     samples: Callable[[SessionValues], Iterable[Sample]]
 
 
 @dataclass(frozen=True)
-class AggregateFamily:
+class AggregateFamily(Family):
     """A family without `session_id`: `counts` maps label values (in `labels` order) to a count."""
 
-    name: str
-    help: str
-    kind: Kind
-    labels: tuple[str, ...]
     counts: Callable[[Snapshot], Counts]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from exporter.catalogue import AGGREGATE_FAMILIES, SESSION_FAMILIES, Kind, SessionFamily
+from exporter.catalogue import AGGREGATE_FAMILIES, SESSION_FAMILIES, Family, SessionFamily
 from exporter.snapshot import SessionValues, Snapshot
 
 # prometheus-client's number format (Go's), typed for mypy.
@@ -37,11 +37,12 @@ def _help(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def _header(lines: list[str], name: str, documentation: str, kind: Kind, openmetrics: bool) -> None:
+def _header(lines: list[str], family: Family, openmetrics: bool) -> None:
     """`# HELP` and `# TYPE` lines; OpenMetrics names a counter family without `_total`."""
-    family = name.removesuffix("_total") if openmetrics and kind == "counter" else name
-    help_text = escape(documentation) if openmetrics else _help(documentation)
-    lines.append(f"# HELP {family} {help_text}\n# TYPE {family} {kind}\n")
+    kind = family.kind
+    name = family.name.removesuffix("_total") if openmetrics and kind == "counter" else family.name
+    help_text = escape(family.help) if openmetrics else _help(family.help)
+    lines.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
 
 
 def _labels(names: Sequence[str]) -> Callable[..., str]:
@@ -58,10 +59,10 @@ def render_session_families(snapshot: Snapshot, openmetrics: bool) -> bytes:
     ids = [escape(values.session_id) for values in sessions]
     lines: list[str] = []
     for family in SESSION_FAMILIES:
-        _header(lines, family.name, family.help, family.kind, openmetrics)
+        _header(lines, family, openmetrics)
         _session_lines(lines, family, ids, sessions)
     for aggregate in AGGREGATE_FAMILIES:
-        _header(lines, aggregate.name, aggregate.help, aggregate.kind, openmetrics)
+        _header(lines, aggregate, openmetrics)
         labels = _labels(aggregate.labels)
         lines.extend(
             f"{aggregate.name}{labels(*map(escape, key))} {_number(value)}\n"

@@ -1,9 +1,11 @@
 """Settings: every row of the contract's settings table, declared once, on the model.
 
-Each field carries its environment variable (the validation alias), its flag
-and any flag aliases (`json_schema_extra`), its default and its help text
-(`description`). The command line (`exporter.cli`), the bad-setting messages
-and the README check are all built from `setting_specs()`.
+Each field is one `_setting(variable, flag, default, description=...)` call:
+the environment variable becomes the validation alias, the flag and any flag
+aliases go in `json_schema_extra`, the help in `description`; range checks
+follow as keywords or in the field's type (`Seconds`). The command line
+(`exporter.cli`), the bad-setting messages and the README check are all built
+from `setting_specs()`.
 
 Flag > environment > `.env` > default: the CLI parses flags into a dict and
 passes it as init arguments, which pydantic-settings ranks above every other
@@ -29,24 +31,32 @@ MAX_PAGE_SIZE = 100  # the API answers 422 above it
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 
+# Durations in seconds: finite; an interval or a timeout must also be above 0.
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
 def _setting(
-    default: Any = None,
-    *,
     env: str,
     flag: str,
+    default: Any,
+    *,
     description: str,
     aliases: tuple[str, ...] = (),
     shown_default: str | None = None,
     **constraints: Any,
 ) -> Any:
-    """A field with its variable, flag(s) and help; `shown_default` overrides how docs show it."""
+    """A settings field, positional in the order of the README's table; `shown_default`
+    overrides how the docs show the default."""
     extra: dict[str, Any] = {"flag": flag, "aliases": list(aliases)}
     if shown_default is not None:
         extra["shown_default"] = shown_default
-    if "default_factory" not in constraints:
-        constraints["default"] = default
     return Field(
-        validation_alias=env, description=description, json_schema_extra=extra, **constraints
+        default,
+        validation_alias=env,
+        description=description,
+        json_schema_extra=extra,
+        **constraints,
     )
 
 
@@ -71,112 +81,109 @@ class Settings(BaseSettings):
     )
 
     api_key: SecretStr | None = _setting(
-        env="NOTTE_API_KEY",
-        flag="--api-key",
+        "NOTTE_API_KEY",
+        "--api-key",
+        None,
         description="the Notte API key",
         shown_default="(required unless `--demo`)",
     )
     api_key_file: Path | None = _setting(
-        env="NOTTE_API_KEY_FILE",
-        flag="--api-key-file",
+        "NOTTE_API_KEY_FILE",
+        "--api-key-file",
+        None,
         description="read the key from this file (Docker/Kubernetes secrets); "
         "re-read when it changes and on SIGHUP",
     )
     api_url: str = _setting(
-        DEFAULT_API_URL, env="NOTTE_API_URL", flag="--api-url", description="API base URL"
+        "NOTTE_API_URL", "--api-url", DEFAULT_API_URL, description="API base URL"
     )
     listen_address: str = _setting(
+        "NOTTE_EXPORTER_LISTEN_ADDRESS",
+        "--listen-address",
         f"0.0.0.0:{DEFAULT_PORT}",
-        env="NOTTE_EXPORTER_LISTEN_ADDRESS",
-        flag="--listen-address",
-        aliases=("--web.listen-address",),
         description="where `/metrics` is served (`host:port`, `[::]:port`)",
+        aliases=("--web.listen-address",),
     )
     session_ids: Annotated[list[str], NoDecode] = _setting(
-        env="NOTTE_EXPORTER_SESSION_IDS",
-        flag="--session-id",
-        default_factory=list,
+        "NOTTE_EXPORTER_SESSION_IDS",
+        "--session-id",
+        [],
         description="session IDs to watch; the variable is comma-separated, "
         "repeated flags replace its list",
     )
     session_ids_file: Path | None = _setting(
-        env="NOTTE_EXPORTER_SESSION_IDS_FILE",
-        flag="--session-ids-file",
-        description="a file of session IDs, one a line (`#` comments), added to the list "
-        "in effect; re-read every poll",
+        "NOTTE_EXPORTER_SESSION_IDS_FILE",
+        "--session-ids-file",
+        None,
+        description="a file of session IDs, one a line (`#` comments), "
+        "added to the list in effect; re-read every poll",
     )
     discovery: bool = _setting(
+        "NOTTE_EXPORTER_DISCOVERY",
+        "--discovery",
         True,
-        env="NOTTE_EXPORTER_DISCOVERY",
-        flag="--discovery",
         description="discover active sessions through the list endpoint",
     )
     include_system: bool = _setting(
+        "NOTTE_EXPORTER_INCLUDE_SYSTEM",
+        "--include-system",
         False,
-        env="NOTTE_EXPORTER_INCLUDE_SYSTEM",
-        flag="--include-system",
         description="list system sessions too: sends `include_system=true`, "
         "else always `include_system=false`",
     )
     sweep: bool = _setting(
+        "NOTTE_EXPORTER_SWEEP",
+        "--sweep",
         True,
-        env="NOTTE_EXPORTER_SWEEP",
-        flag="--sweep",
         description="with discovery, also list the newest sessions of any status each cycle, "
         "so sessions that start and end between two polls are seen",
     )
-    poll_interval: float = _setting(
+    poll_interval: PositiveSeconds = _setting(
+        "NOTTE_EXPORTER_POLL_INTERVAL",
+        "--poll-interval",
         15.0,
-        env="NOTTE_EXPORTER_POLL_INTERVAL",
-        flag="--poll-interval",
         description="seconds between poll cycles",
-        gt=0,
-        allow_inf_nan=False,
     )
-    request_timeout: float = _setting(
+    request_timeout: PositiveSeconds = _setting(
+        "NOTTE_EXPORTER_REQUEST_TIMEOUT",
+        "--request-timeout",
         10.0,
-        env="NOTTE_EXPORTER_REQUEST_TIMEOUT",
-        flag="--request-timeout",
         description="seconds per API request",
-        gt=0,
-        allow_inf_nan=False,
     )
     max_concurrency: int = _setting(
+        "NOTTE_EXPORTER_MAX_CONCURRENCY",
+        "--max-concurrency",
         8,
-        env="NOTTE_EXPORTER_MAX_CONCURRENCY",
-        flag="--max-concurrency",
         description="API requests in flight at once",
         ge=1,
         le=1000,
     )
     page_size: int = _setting(
+        "NOTTE_EXPORTER_PAGE_SIZE",
+        "--page-size",
         100,
-        env="NOTTE_EXPORTER_PAGE_SIZE",
-        flag="--page-size",
         description=f"`page_size` for the list endpoint, 1 to {MAX_PAGE_SIZE} (the API's limit)",
         ge=1,
         le=MAX_PAGE_SIZE,
     )
-    retention: float = _setting(
+    retention: Seconds = _setting(
+        "NOTTE_EXPORTER_RETENTION",
+        "--retention",
         900.0,
-        env="NOTTE_EXPORTER_RETENTION",
-        flag="--retention",
         description="seconds an ended, discovered session stays exported after it was seen ending",
-        ge=0,
-        allow_inf_nan=False,
     )
     max_sessions: int = _setting(
+        "NOTTE_EXPORTER_MAX_SESSIONS",
+        "--max-sessions",
         10000,
-        env="NOTTE_EXPORTER_MAX_SESSIONS",
-        flag="--max-sessions",
         description="cap on tracked sessions; past it, ended sessions are dropped oldest first, "
         "and discovery stops adding",
         ge=1,
     )
     max_response_bytes: int = _setting(
+        "NOTTE_EXPORTER_MAX_RESPONSE_BYTES",
+        "--max-response-bytes",
         DEFAULT_MAX_RESPONSE_BYTES,
-        env="NOTTE_EXPORTER_MAX_RESPONSE_BYTES",
-        flag="--max-response-bytes",
         description="cap on one API answer's body after decompression, 64 KiB to 1 GiB; "
         "a larger answer fails its request",
         shown_default=f"`{DEFAULT_MAX_RESPONSE_BYTES}` (16 MiB)",
@@ -184,40 +191,37 @@ class Settings(BaseSettings):
         le=1024**3,
     )
     shard: int = _setting(
-        0,
-        env="NOTTE_EXPORTER_SHARD",
-        flag="--shard",
-        description="this replica's shard, 0-based",
-        ge=0,
+        "NOTTE_EXPORTER_SHARD", "--shard", 0, description="this replica's shard, 0-based", ge=0
     )
     total_shards: int = _setting(
+        "NOTTE_EXPORTER_TOTAL_SHARDS",
+        "--total-shards",
         1,
-        env="NOTTE_EXPORTER_TOTAL_SHARDS",
-        flag="--total-shards",
         description="number of replicas sharing the sessions; a session belongs to the shard "
         "given by a stable hash of its `session_id`",
         ge=1,
     )
     web_config_file: Path | None = _setting(
-        env="NOTTE_EXPORTER_WEB_CONFIG_FILE",
-        flag="--web-config-file",
-        aliases=("--web.config.file",),
+        "NOTTE_EXPORTER_WEB_CONFIG_FILE",
+        "--web-config-file",
+        None,
         description="TLS and basic auth for the HTTP endpoints, in the Prometheus "
         "exporter-toolkit web-config format",
+        aliases=("--web.config.file",),
     )
     log_level: Literal["debug", "info", "warning", "error"] = _setting(
+        "NOTTE_EXPORTER_LOG_LEVEL",
+        "--log-level",
         "info",
-        env="NOTTE_EXPORTER_LOG_LEVEL",
-        flag="--log-level",
-        aliases=("--log.level",),
         description="`debug`, `info`, `warning`, `error`",
+        aliases=("--log.level",),
     )
     log_format: Literal["text", "json"] = _setting(
+        "NOTTE_EXPORTER_LOG_FORMAT",
+        "--log-format",
         "text",
-        env="NOTTE_EXPORTER_LOG_FORMAT",
-        flag="--log-format",
-        aliases=("--log.format",),
         description="`text` or `json` (one JSON object a line)",
+        aliases=("--log.format",),
     )
 
     def __init__(self, **values: Any) -> None:
