@@ -49,12 +49,6 @@ def world() -> SimulatedNotte:
     return world
 
 
-@pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
-
-
 def bad_data(exporter: ExporterUnderTest, kind: str, endpoint: str) -> float:
     samples = exporter.metrics()
     return value(samples, "notte_exporter_api_bad_data_total", endpoint=endpoint, kind=kind) or 0

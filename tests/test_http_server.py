@@ -24,7 +24,7 @@ import pytest
 from exporter import __version__
 from exporter.http_server import MetricsServer
 from exporter.negotiation import wants_gzip, wants_openmetrics
-from exporter.simulator import SimulatedNotte, SimulatorServer
+from exporter.simulator import SimulatorServer
 from exporter.webconfig import WebConfigWatcher, load_web_config
 from tests.certs import Certs, make_certs
 from tests.harness import (
@@ -66,14 +66,6 @@ def web_dir(tmp_path: Path, certs: Certs) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="module")
-def api() -> Iterator[SimulatorServer]:
-    world = SimulatedNotte(seed=4)
-    world.add_session("a1")
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
-
-
 def client_context(certs: Certs, *, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(certs.ca))
     if cert is not None:
@@ -92,8 +84,8 @@ def serve(api: SimulatorServer, web_dir: Path, config: str) -> ExporterUnderTest
 
 
 @pytest.fixture(scope="module")
-def plain(api: SimulatorServer) -> Iterator[ExporterUnderTest]:
-    exporter = ExporterUnderTest(make_settings(api.url))
+def plain(module_api: SimulatorServer) -> Iterator[ExporterUnderTest]:
+    exporter = ExporterUnderTest(make_settings(module_api.url))
     exporter.start_http()
     assert exporter.cycle()
     yield exporter
@@ -107,9 +99,9 @@ MTLS = TLS + "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: 
 
 
 def test_tls_covers_every_endpoint_and_plain_http_gets_nothing(
-    api: SimulatorServer, web_dir: Path, certs: Certs
+    module_api: SimulatorServer, web_dir: Path, certs: Certs
 ) -> None:
-    exporter = serve(api, web_dir, TLS)
+    exporter = serve(module_api, web_dir, TLS)
     try:
         assert exporter.url.startswith("https://")
         with httpx.Client(verify=client_context(certs), timeout=5) as client:
@@ -141,11 +133,13 @@ CLIENT_AUTH_OUTCOMES = {
 
 @pytest.mark.parametrize("client_auth_type", list(CLIENT_AUTH_OUTCOMES))
 def test_every_client_auth_type_is_enforced_by_the_server(
-    api: SimulatorServer, web_dir: Path, certs: Certs, client_auth_type: str
+    module_api: SimulatorServer, web_dir: Path, certs: Certs, client_auth_type: str
 ) -> None:
     needs_ca = client_auth_type not in ("NoClientCert", "RequestClientCert")
     config = TLS + f"  client_auth_type: {client_auth_type}\n"
-    exporter = serve(api, web_dir, config + ("  client_ca_file: ca.crt\n" if needs_ca else ""))
+    exporter = serve(
+        module_api, web_dir, config + ("  client_ca_file: ca.crt\n" if needs_ca else "")
+    )
     clients = [
         client_context(certs),
         client_context(certs, cert=(certs.client_crt, certs.client_key)),
@@ -167,9 +161,9 @@ def test_every_client_auth_type_is_enforced_by_the_server(
 
 
 def test_min_version_refuses_older_clients(
-    api: SimulatorServer, web_dir: Path, certs: Certs
+    module_api: SimulatorServer, web_dir: Path, certs: Certs
 ) -> None:
-    exporter = serve(api, web_dir, TLS + "  min_version: TLS13\n")
+    exporter = serve(module_api, web_dir, TLS + "  min_version: TLS13\n")
     old = client_context(certs)
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -186,14 +180,14 @@ def test_min_version_refuses_older_clients(
 
 @pytest.fixture(scope="module")
 def guarded(
-    api: SimulatorServer, certs: Certs, tmp_path_factory: pytest.TempPathFactory
+    module_api: SimulatorServer, certs: Certs, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ExporterUnderTest]:
     web_dir = tmp_path_factory.mktemp("guarded")
     headers = "".join(f'    {name}: "{text}"\n' for name, text in HEADERS.items())
     config = (
         f"basic_auth_users:\n  prometheus: '{HASH}'\nhttp_server_config:\n  headers:\n{headers}"
     )
-    exporter = serve(api, web_dir, config)
+    exporter = serve(module_api, web_dir, config)
     yield exporter
     exporter.close()
 
@@ -242,7 +236,7 @@ def test_configured_headers_are_on_every_response(guarded: ExporterUnderTest) ->
 
 
 def test_tls_and_basic_auth_from_the_command_line(
-    api: SimulatorServer, web_dir: Path, certs: Certs
+    module_api: SimulatorServer, web_dir: Path, certs: Certs
 ) -> None:
     (web_dir / "web.yml").write_text(
         TLS + f"basic_auth_users:\n  prometheus: '{HASH}'\n"
@@ -250,7 +244,7 @@ def test_tls_and_basic_auth_from_the_command_line(
     )
     with ExporterProcess(
         "--web-config-file", "web.yml", "--poll-interval", "60",
-        cwd=web_dir, env={"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY},
+        cwd=web_dir, env={"NOTTE_API_URL": module_api.url, "NOTTE_API_KEY": API_KEY},
     ) as process:  # fmt: skip
         url = process.wait_listening()
         assert url.startswith("https://")
@@ -267,14 +261,14 @@ def test_tls_and_basic_auth_from_the_command_line(
 
 
 def test_the_running_program_applies_a_changed_web_config_without_a_restart(
-    api: SimulatorServer, web_dir: Path
+    module_api: SimulatorServer, web_dir: Path
 ) -> None:
     path = web_dir / "web.yml"
     path.write_text(f"basic_auth_users:\n  prometheus: '{HASH}'\n")
     old, new = basic("prometheus", PASSWORD), basic("prometheus", "rotated-password")
     with ExporterProcess(
         "--web.config.file", str(path), "--poll-interval", "60",
-        env={"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY},
+        env={"NOTTE_API_URL": module_api.url, "NOTTE_API_KEY": API_KEY},
     ) as process:  # fmt: skip
         url = process.wait_listening() + "/metrics"
         assert httpx.get(url, headers=old, timeout=5).status_code == 200
@@ -374,9 +368,9 @@ def test_silent_and_malformed_clients_do_not_stop_other_scrapes(
 
 
 def test_a_silent_client_does_not_hold_up_tls_handshakes(
-    api: SimulatorServer, web_dir: Path, certs: Certs
+    module_api: SimulatorServer, web_dir: Path, certs: Certs
 ) -> None:
-    exporter = serve(api, web_dir, TLS)
+    exporter = serve(module_api, web_dir, TLS)
     assert exporter.server is not None
     silent = [socket.create_connection(("127.0.0.1", exporter.server.port), timeout=5)]
     silent[0].sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing

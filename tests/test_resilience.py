@@ -14,7 +14,6 @@ import random
 import signal
 import time
 import tracemalloc
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,17 +43,6 @@ from tests.harness import (
 from tests.process import ExporterProcess
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
-
-
-@pytest.fixture
-def world() -> SimulatedNotte:
-    return SimulatedNotte(seed=3)
-
-
-@pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
 
 
 def active_list_requests(world: SimulatedNotte) -> list[RequestRecord]:
