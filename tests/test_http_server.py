@@ -316,6 +316,12 @@ def test_a_scrape_every_few_seconds_does_not_pay_bcrypt_each_time(
 # --- hostile clients ------------------------------------------------------------------------------
 
 
+# A scrape stuck behind silent or malformed clients waits out the 10 s header deadline;
+# a prompt one is answered in milliseconds. Real time is the behaviour (sockets and
+# worker threads, no clock to inject), and 3 s leaves a busy machine plenty of slack.
+PROMPTLY = 3.0
+
+
 def timed_scrape(url: str, **kwargs: object) -> float:
     started = time.monotonic()
     response = httpx.get(url + "/metrics", timeout=5, **kwargs)  # type: ignore[arg-type]
@@ -345,7 +351,7 @@ def test_silent_and_malformed_clients_do_not_stop_other_scrapes(
     half = socket.create_connection(("127.0.0.1", port), timeout=5)
     half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never finishes
     try:
-        assert timed_scrape(plain.url) < 1.0
+        assert timed_scrape(plain.url) < PROMPTLY
         huge_header = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
         assert raw_exchange(port, huge_header).startswith(b"HTTP/1.1 431")
         many_headers = b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 500 + b"\r\n"
@@ -360,7 +366,7 @@ def test_silent_and_malformed_clients_do_not_stop_other_scrapes(
             == b"HTTP/1.1 501"
         )
         for _ in range(3):
-            assert timed_scrape(plain.url) < 1.0
+            assert timed_scrape(plain.url) < PROMPTLY
     finally:
         for sock in [*silent, half]:
             sock.close()
@@ -376,7 +382,7 @@ def test_a_silent_client_does_not_hold_up_tls_handshakes(
     silent[0].sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
     silent.append(socket.create_connection(("127.0.0.1", exporter.server.port), timeout=5))
     try:
-        assert timed_scrape(exporter.url, verify=client_context(certs)) < 1.0
+        assert timed_scrape(exporter.url, verify=client_context(certs)) < PROMPTLY
     finally:
         for sock in silent:
             sock.close()
@@ -408,8 +414,8 @@ def test_fifty_parallel_scrapes_all_get_a_whole_exposition(plain: ExporterUnderT
     ):
         durations = list(pool.map(lambda index: scrape(client, index), range(50)))
     assert len(durations) == 50
-    assert max(durations) < 5
-    assert timed_scrape(plain.url) < 1.0
+    assert max(durations) < 5  # fifty at once on two cores: seconds at worst, never a stall
+    assert timed_scrape(plain.url) < PROMPTLY
 
 
 def test_keep_alive_scrapes_do_not_wait_for_a_delayed_ack(plain: ExporterUnderTest) -> None:
@@ -423,6 +429,8 @@ def test_keep_alive_scrapes_do_not_wait_for_a_delayed_ack(plain: ExporterUnderTe
             started = time.perf_counter()
             assert client.get(plain.url + "/metrics", headers=headers).status_code == 200
             latencies.append(time.perf_counter() - started)
+    # The stall is the behaviour, in real time: 40 ms a scrape; the median of twelve rides
+    # out a busy machine's odd slow one.
     assert statistics.median(latencies) < 0.025, latencies
 
 

@@ -458,7 +458,7 @@ def test_a_slow_body_arrives_whole(world: SimulatedNotte, client: httpx.Client) 
     world.inject(Fault(slow_body=0.3, count=1))
     started = time.monotonic()
     answer = client.get("/sessions/a")
-    assert time.monotonic() - started >= 0.25
+    assert time.monotonic() - started >= 0.25  # a lower bound: no load makes it fail
     assert answer.json()["session_id"] == "a"
 
 
@@ -480,6 +480,7 @@ def test_stop_releases_a_hanging_request_quickly(
     started = time.monotonic()
     api.stop()
     asker.join(5)
+    # Real time is the behaviour: stop() does not wait out the minute-long hang.
     assert time.monotonic() - started < 2
     assert isinstance(outcome[0], httpx.HTTPError)
     api.stop()  # idempotent
@@ -493,6 +494,7 @@ def test_stop_cuts_off_keep_alive_connections(world: SimulatedNotte) -> None:
         url = api.url
         started = time.monotonic()
         api.stop()
+        # Real time: stop() does not wait for the kept-alive connection's next request.
         assert time.monotonic() - started < 1
         with pytest.raises(httpx.TransportError):
             http.get(f"{url}{LIST}")
@@ -531,6 +533,8 @@ def test_listing_ten_thousand_sessions_is_quick() -> None:
         )
         json.dumps(items)
         seen += ids(items)
+    # Real time is the behaviour (bench/scale.py lists 10k sessions): ~0.1 s when the
+    # listing is sorted once; a sort per page adds ~0.5 s, and a busy machine more.
     assert time.monotonic() - started < 1.0
     assert (len(set(seen)), has_next) == (10_000, False)
 
