@@ -17,11 +17,13 @@ import pytest
 from exporter.simulator import SimulatedNotte, SimulatorServer
 from tests.harness import API_KEY, Serve
 
+SEED = 3  # any fixed seed: the simulated values of a run repeat exactly
+
 
 @pytest.fixture
 def world() -> SimulatedNotte:
-    """An empty world, seeded so that a run repeats exactly; tests add its sessions."""
-    return SimulatedNotte(seed=3)
+    """An empty world; tests add its sessions."""
+    return SimulatedNotte(seed=SEED)
 
 
 @pytest.fixture
@@ -43,6 +45,16 @@ def api(world: SimulatedNotte, serve: Serve) -> SimulatorServer:
     return serve(world)
 
 
+@pytest.fixture(scope="module")
+def module_api() -> Iterator[SimulatorServer]:
+    """One fake API for a module's long-lived exporters (started once: TLS set up and
+    credentials checked once); its world holds one active session, `a1`."""
+    world = SimulatedNotte(seed=SEED)
+    world.add_session("a1")
+    with SimulatorServer(world, api_key=API_KEY) as server:
+        yield server
+
+
 @pytest.fixture
 def checkpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Counts bcrypt checks (recording the hash each was made against) and delegates."""
@@ -55,13 +67,3 @@ def checkpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     monkeypatch.setattr(bcrypt, "checkpw", counting)
     return calls
-
-
-@pytest.fixture(scope="module")
-def module_api() -> Iterator[SimulatorServer]:
-    """One fake API for a module's long-lived exporters (started once: TLS set up and
-    credentials checked once); its world holds one active session, `a1`."""
-    world = SimulatedNotte(seed=3)
-    world.add_session("a1")
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
