@@ -41,7 +41,8 @@ def serve() -> Iterator[Serve]:
 
 @pytest.fixture
 def api(world: SimulatedNotte, serve: Serve) -> SimulatorServer:
-    """`world` behind the fake API, with the key in-process exporters send (`API_KEY`)."""
+    """`world` behind the fake API, with the key in-process exporters send (`API_KEY`).
+    No tick thread: the world changes only when the test says so."""
     return serve(world)
 
 
