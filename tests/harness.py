@@ -29,9 +29,13 @@ from exporter.apikey import ApiKeySource
 from exporter.app import App, build_app
 from exporter.http_server import MetricsServer
 from exporter.settings import Settings
+from exporter.simulator import SimulatorServer
 from exporter.webconfig import WebConfig
 
 API_KEY = "sk-test-9f8e7d6c5b4a"
+
+# The `serve` fixture's type: `serve(world, **options)` starts a fake API for the test.
+Serve = Callable[..., SimulatorServer]
 
 
 def iso(seconds: float) -> str:

@@ -91,12 +91,6 @@ def world(clock: Clock) -> SimulatedNotte:
 
 
 @pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    with SimulatorServer(world, api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
 def http(api: SimulatorServer) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=api.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=10

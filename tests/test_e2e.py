@@ -279,13 +279,6 @@ def world() -> SimulatedNotte:
 
 
 @pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    # No tick thread: the world changes only when the test says so.
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
 def ids_file(tmp_path: Path) -> Path:
     """The configured session IDs, re-read by the exporter every poll."""
     path = tmp_path / "session-ids"

@@ -49,12 +49,6 @@ def world() -> SimulatedNotte:
     return world
 
 
-@pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
-
-
 def bad_data(exporter: ExporterUnderTest, kind: str, endpoint: str) -> float:
     samples = exporter.metrics()
     return value(samples, "notte_exporter_api_bad_data_total", endpoint=endpoint, kind=kind) or 0
@@ -252,7 +246,10 @@ def vm_hwm_kib(pid: int) -> int:
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Parsed `/metrics`; it must answer promptly whatever the API is doing."""
+    """Parsed `/metrics`; it must answer promptly whatever the API is doing.
+
+    Real time is the behaviour: the scrape path never waits on the API, whose hostile
+    answers here take seconds or never end; 2 s is generous for a loaded machine."""
     started = time.monotonic()
     response = httpx.get(url + "/metrics", timeout=5)
     assert response.status_code == 200

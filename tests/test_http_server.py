@@ -24,7 +24,7 @@ import pytest
 from exporter import __version__
 from exporter.http_server import MetricsServer
 from exporter.negotiation import wants_gzip, wants_openmetrics
-from exporter.simulator import SimulatedNotte, SimulatorServer
+from exporter.simulator import SimulatorServer
 from exporter.webconfig import WebConfigWatcher, load_web_config
 from tests.certs import Certs, make_certs
 from tests.harness import (
@@ -66,14 +66,6 @@ def web_dir(tmp_path: Path, certs: Certs) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="module")
-def api() -> Iterator[SimulatorServer]:
-    world = SimulatedNotte(seed=4)
-    world.add_session("a1")
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
-
-
 def client_context(certs: Certs, *, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(certs.ca))
     if cert is not None:
@@ -92,8 +84,8 @@ def serve(api: SimulatorServer, web_dir: Path, config: str) -> ExporterUnderTest
 
 
 @pytest.fixture(scope="module")
-def plain(api: SimulatorServer) -> Iterator[ExporterUnderTest]:
-    exporter = ExporterUnderTest(make_settings(api.url))
+def plain(module_api: SimulatorServer) -> Iterator[ExporterUnderTest]:
+    exporter = ExporterUnderTest(make_settings(module_api.url))
     exporter.start_http()
     assert exporter.cycle()
     yield exporter
@@ -107,9 +99,9 @@ MTLS = TLS + "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: 
 
 
 def test_tls_covers_every_endpoint_and_plain_http_gets_nothing(
-    api: SimulatorServer, web_dir: Path, certs: Certs
+    module_api: SimulatorServer, web_dir: Path, certs: Certs
 ) -> None:
-    exporter = serve(api, web_dir, TLS)
+    exporter = serve(module_api, web_dir, TLS)
     try:
         assert exporter.url.startswith("https://")
         with httpx.Client(verify=client_context(certs), timeout=5) as client:
@@ -141,11 +133,13 @@ CLIENT_AUTH_OUTCOMES = {
 
 @pytest.mark.parametrize("client_auth_type", list(CLIENT_AUTH_OUTCOMES))
 def test_every_client_auth_type_is_enforced_by_the_server(
-    api: SimulatorServer, web_dir: Path, certs: Certs, client_auth_type: str
+    module_api: SimulatorServer, web_dir: Path, certs: Certs, client_auth_type: str
 ) -> None:
     needs_ca = client_auth_type not in ("NoClientCert", "RequestClientCert")
     config = TLS + f"  client_auth_type: {client_auth_type}\n"
-    exporter = serve(api, web_dir, config + ("  client_ca_file: ca.crt\n" if needs_ca else ""))
+    exporter = serve(
+        module_api, web_dir, config + ("  client_ca_file: ca.crt\n" if needs_ca else "")
+    )
     clients = [
         client_context(certs),
         client_context(certs, cert=(certs.client_crt, certs.client_key)),
@@ -167,9 +161,9 @@ def test_every_client_auth_type_is_enforced_by_the_server(
 
 
 def test_min_version_refuses_older_clients(
-    api: SimulatorServer, web_dir: Path, certs: Certs
+    module_api: SimulatorServer, web_dir: Path, certs: Certs
 ) -> None:
-    exporter = serve(api, web_dir, TLS + "  min_version: TLS13\n")
+    exporter = serve(module_api, web_dir, TLS + "  min_version: TLS13\n")
     old = client_context(certs)
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -186,14 +180,14 @@ def test_min_version_refuses_older_clients(
 
 @pytest.fixture(scope="module")
 def guarded(
-    api: SimulatorServer, certs: Certs, tmp_path_factory: pytest.TempPathFactory
+    module_api: SimulatorServer, certs: Certs, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ExporterUnderTest]:
     web_dir = tmp_path_factory.mktemp("guarded")
     headers = "".join(f'    {name}: "{text}"\n' for name, text in HEADERS.items())
     config = (
         f"basic_auth_users:\n  prometheus: '{HASH}'\nhttp_server_config:\n  headers:\n{headers}"
     )
-    exporter = serve(api, web_dir, config)
+    exporter = serve(module_api, web_dir, config)
     yield exporter
     exporter.close()
 
@@ -242,7 +236,7 @@ def test_configured_headers_are_on_every_response(guarded: ExporterUnderTest) ->
 
 
 def test_tls_and_basic_auth_from_the_command_line(
-    api: SimulatorServer, web_dir: Path, certs: Certs
+    module_api: SimulatorServer, web_dir: Path, certs: Certs
 ) -> None:
     (web_dir / "web.yml").write_text(
         TLS + f"basic_auth_users:\n  prometheus: '{HASH}'\n"
@@ -250,7 +244,7 @@ def test_tls_and_basic_auth_from_the_command_line(
     )
     with ExporterProcess(
         "--web-config-file", "web.yml", "--poll-interval", "60",
-        cwd=web_dir, env={"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY},
+        cwd=web_dir, env={"NOTTE_API_URL": module_api.url, "NOTTE_API_KEY": API_KEY},
     ) as process:  # fmt: skip
         url = process.wait_listening()
         assert url.startswith("https://")
@@ -267,14 +261,14 @@ def test_tls_and_basic_auth_from_the_command_line(
 
 
 def test_the_running_program_applies_a_changed_web_config_without_a_restart(
-    api: SimulatorServer, web_dir: Path
+    module_api: SimulatorServer, web_dir: Path
 ) -> None:
     path = web_dir / "web.yml"
     path.write_text(f"basic_auth_users:\n  prometheus: '{HASH}'\n")
     old, new = basic("prometheus", PASSWORD), basic("prometheus", "rotated-password")
     with ExporterProcess(
         "--web.config.file", str(path), "--poll-interval", "60",
-        env={"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY},
+        env={"NOTTE_API_URL": module_api.url, "NOTTE_API_KEY": API_KEY},
     ) as process:  # fmt: skip
         url = process.wait_listening() + "/metrics"
         assert httpx.get(url, headers=old, timeout=5).status_code == 200
@@ -322,6 +316,12 @@ def test_a_scrape_every_few_seconds_does_not_pay_bcrypt_each_time(
 # --- hostile clients ------------------------------------------------------------------------------
 
 
+# A scrape stuck behind silent or malformed clients waits out the 10 s header deadline;
+# a prompt one is answered in milliseconds. Real time is the behaviour (sockets and
+# worker threads, no clock to inject), and 3 s leaves a busy machine plenty of slack.
+PROMPTLY = 3.0
+
+
 def timed_scrape(url: str, **kwargs: object) -> float:
     started = time.monotonic()
     response = httpx.get(url + "/metrics", timeout=5, **kwargs)  # type: ignore[arg-type]
@@ -351,7 +351,7 @@ def test_silent_and_malformed_clients_do_not_stop_other_scrapes(
     half = socket.create_connection(("127.0.0.1", port), timeout=5)
     half.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and never finishes
     try:
-        assert timed_scrape(plain.url) < 1.0
+        assert timed_scrape(plain.url) < PROMPTLY
         huge_header = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
         assert raw_exchange(port, huge_header).startswith(b"HTTP/1.1 431")
         many_headers = b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 500 + b"\r\n"
@@ -366,7 +366,7 @@ def test_silent_and_malformed_clients_do_not_stop_other_scrapes(
             == b"HTTP/1.1 501"
         )
         for _ in range(3):
-            assert timed_scrape(plain.url) < 1.0
+            assert timed_scrape(plain.url) < PROMPTLY
     finally:
         for sock in [*silent, half]:
             sock.close()
@@ -374,15 +374,15 @@ def test_silent_and_malformed_clients_do_not_stop_other_scrapes(
 
 
 def test_a_silent_client_does_not_hold_up_tls_handshakes(
-    api: SimulatorServer, web_dir: Path, certs: Certs
+    module_api: SimulatorServer, web_dir: Path, certs: Certs
 ) -> None:
-    exporter = serve(api, web_dir, TLS)
+    exporter = serve(module_api, web_dir, TLS)
     assert exporter.server is not None
     silent = [socket.create_connection(("127.0.0.1", exporter.server.port), timeout=5)]
     silent[0].sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
     silent.append(socket.create_connection(("127.0.0.1", exporter.server.port), timeout=5))
     try:
-        assert timed_scrape(exporter.url, verify=client_context(certs)) < 1.0
+        assert timed_scrape(exporter.url, verify=client_context(certs)) < PROMPTLY
     finally:
         for sock in silent:
             sock.close()
@@ -414,8 +414,8 @@ def test_fifty_parallel_scrapes_all_get_a_whole_exposition(plain: ExporterUnderT
     ):
         durations = list(pool.map(lambda index: scrape(client, index), range(50)))
     assert len(durations) == 50
-    assert max(durations) < 5
-    assert timed_scrape(plain.url) < 1.0
+    assert max(durations) < 5  # fifty at once on two cores: seconds at worst, never a stall
+    assert timed_scrape(plain.url) < PROMPTLY
 
 
 def test_keep_alive_scrapes_do_not_wait_for_a_delayed_ack(plain: ExporterUnderTest) -> None:
@@ -429,6 +429,8 @@ def test_keep_alive_scrapes_do_not_wait_for_a_delayed_ack(plain: ExporterUnderTe
             started = time.perf_counter()
             assert client.get(plain.url + "/metrics", headers=headers).status_code == 200
             latencies.append(time.perf_counter() - started)
+    # The stall is the behaviour, in real time: 40 ms a scrape; the median of twelve rides
+    # out a busy machine's odd slow one.
     assert statistics.median(latencies) < 0.025, latencies
 
 

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tests.harness import (
     API_KEY,
     Clock,
     ExporterUnderTest,
+    Serve,
     assert_promtool_accepts,
     exporter_for,
     family_types,
@@ -41,12 +41,6 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).timestamp()
 @pytest.fixture
 def world() -> SimulatedNotte:
     return SimulatedNotte(seed=1, clock=lambda: NOW)
-
-
-@pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
 
 
 def close_reasons(samples: Samples) -> dict[str, str]:
@@ -276,13 +270,11 @@ def test_paging_lists_every_page_and_never_fetches_listed_sessions(
     assert world.requests_total("get_session") == 0
 
 
-def test_paging_with_a_bare_list_stops_on_a_short_page(world: SimulatedNotte) -> None:
+def test_paging_with_a_bare_list_stops_on_a_short_page(world: SimulatedNotte, serve: Serve) -> None:
     for index in range(20):
         world.add_session(f"s{index:02d}")
-    with (
-        SimulatorServer(world, api_key=API_KEY, list_shape="list") as api,
-        exporter_for(api.url, page_size=10, sweep=False) as exporter,
-    ):
+    api = serve(world, list_shape="list")
+    with exporter_for(api.url, page_size=10, sweep=False) as exporter:
         assert exporter.cycle()
         assert value(exporter.metrics(), "notte_sessions", status="active") == 20
     # 10 + 10 + an empty third page: a full page means there may be more.

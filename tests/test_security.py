@@ -16,7 +16,6 @@ import socket
 import struct
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -34,8 +33,8 @@ from exporter.selfmetrics import create_self_metrics
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 from exporter.webconfig import load_web_config
 from tests.harness import (
-    API_KEY,
     ExporterUnderTest,
+    Serve,
     assert_promtool_accepts,
     exporter_for,
     make_settings,
@@ -51,22 +50,9 @@ WRONG_SECRET = "sk-notte-OLDKEY-h3Jd8sQ1"
 
 
 @pytest.fixture
-def world() -> SimulatedNotte:
-    return SimulatedNotte(seed=9)
-
-
-@pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    """The fake API, with the harness's key (in-process exporters use that)."""
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def secret_api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
+def secret_api(world: SimulatedNotte, serve: Serve) -> SimulatorServer:
     """The fake API, with the distinctive key."""
-    with SimulatorServer(world, api_key=SECRET) as server:
-        yield server
+    return serve(world, api_key=SECRET)
 
 
 def _assert_no_secret(text: str | bytes, where: str) -> None:

@@ -32,17 +32,6 @@ TABLE_HEADER = "| environment variable | flag | default | meaning |"
 
 
 @pytest.fixture
-def world() -> SimulatedNotte:
-    return SimulatedNotte(seed=5)
-
-
-@pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
 def production_logging() -> Iterator[tuple[io.StringIO, Redactor]]:
     """Logging configured as `main()` does it, into a buffer; put back to plain text after."""
     stream, redactor = io.StringIO(), Redactor()

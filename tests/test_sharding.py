@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack
 from urllib.parse import unquote
 
@@ -18,7 +17,7 @@ import pytest
 
 from exporter.labels import ENDED_STATUSES, STATUSES
 from exporter.simulator import RequestRecord, SimulatedNotte, SimulatorServer
-from tests.harness import API_KEY, exporter_for, total, value
+from tests.harness import exporter_for, total, value
 
 TOTAL_SHARDS = 3
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -47,12 +46,6 @@ def world() -> SimulatedNotte:
     world = SimulatedNotte(seed=11)
     world.populate(active=60, ended=6)
     return world
-
-
-@pytest.fixture
-def api(world: SimulatedNotte) -> Iterator[SimulatorServer]:
-    with SimulatorServer(world, api_key=API_KEY) as server:
-        yield server
 
 
 class Fleet:

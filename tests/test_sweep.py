@@ -265,8 +265,11 @@ def clock() -> Clock:
     return Clock(NOW)
 
 
-def world_with(clock: Clock, order: str, sessions: int) -> SimulatedNotte:
-    """A world listing in `order`, with `sessions` live sessions a minute apart."""
+@pytest.fixture
+def world(clock: Clock, request: pytest.FixtureRequest) -> SimulatedNotte:
+    """A world listing in `order`, with `sessions` live sessions a minute apart:
+    `(order, sessions)` is the test's indirect parameter, `("newest", 3)` without one."""
+    order, sessions = getattr(request, "param", ("newest", 3))
     world = SimulatedNotte(seed=5, clock=clock, list_order=order)
     for index in range(sessions):
         created = NOW - 3600 + index * 60
@@ -275,15 +278,8 @@ def world_with(clock: Clock, order: str, sessions: int) -> SimulatedNotte:
 
 
 @pytest.fixture
-def served(clock: Clock, request: pytest.FixtureRequest) -> Iterator[SimulatorServer]:
-    order, sessions = request.param
-    with SimulatorServer(world_with(clock, order, sessions), api_key=API_KEY) as api:
-        yield api
-
-
-@pytest.fixture
-def exporter(served: SimulatorServer, clock: Clock) -> Iterator[ExporterUnderTest]:
-    settings = make_settings(served.url, page_size=5, poll_interval=10)
+def exporter(api: SimulatorServer, clock: Clock) -> Iterator[ExporterUnderTest]:
+    settings = make_settings(api.url, page_size=5, poll_interval=10)
     under_test = ExporterUnderTest(settings, clock=clock)
     under_test.start_http()
     try:
@@ -320,12 +316,11 @@ def quick_session(world: SimulatedNotte, clock: Clock, session_id: str, status: 
 
 
 @pytest.mark.parametrize(
-    "served", [("newest", 12), ("oldest", 12)], ids=["newest-first", "oldest-first"], indirect=True
+    "world", [("newest", 12), ("oldest", 12)], ids=["newest-first", "oldest-first"], indirect=True
 )
 def test_a_session_that_starts_and_ends_between_two_cycles_is_exported_and_counted_once(
-    served: SimulatorServer, exporter: ExporterUnderTest, clock: Clock
+    world: SimulatedNotte, exporter: ExporterUnderTest, clock: Clock
 ) -> None:
-    world = served.world
     assert exporter.cycle()
     quick_session(world, clock, "quick-error", "error")
     quick_session(world, clock, "quick-closed", "closed")
@@ -358,11 +353,10 @@ def test_a_session_that_starts_and_ends_between_two_cycles_is_exported_and_count
     assert ended(samples, "error") == 1
 
 
-@pytest.mark.parametrize("served", [("newest", 12)], indirect=True)
+@pytest.mark.parametrize("world", [("newest", 12)], indirect=True)
 def test_a_session_that_began_and_ended_during_an_outage_is_seen_after_it(
-    served: SimulatorServer, exporter: ExporterUnderTest, clock: Clock
+    world: SimulatedNotte, exporter: ExporterUnderTest, clock: Clock
 ) -> None:
-    world = served.world
     assert exporter.cycle()
     world.inject(Fault(status=503))
     for index in range(8):  # more than a page of sessions come and go meanwhile
@@ -382,11 +376,10 @@ def test_a_session_that_began_and_ended_during_an_outage_is_seen_after_it(
     assert swept_pages(world) == [1, 2]
 
 
-@pytest.mark.parametrize("served", [("oldest", 23)], indirect=True)
+@pytest.mark.parametrize("world", [("oldest", 23)], indirect=True)
 def test_an_oldest_first_api_has_its_short_sessions_caught_from_the_tail(
-    served: SimulatorServer, exporter: ExporterUnderTest, clock: Clock
+    world: SimulatedNotte, exporter: ExporterUnderTest, clock: Clock
 ) -> None:
-    world = served.world
     assert exporter.cycle()
     assert swept_pages(world) == [1, 2, 4, 8, 6, 5]  # 23 sessions: the tail is page 5
     world.reset_requests()
@@ -405,15 +398,14 @@ def test_an_oldest_first_api_has_its_short_sessions_caught_from_the_tail(
     assert ended(samples, "closed") == 2
 
 
-@pytest.mark.parametrize("served", [("shuffled", 12)], indirect=True)
+@pytest.mark.parametrize("world", [("shuffled", 12)], indirect=True)
 def test_an_api_in_no_time_order_turns_the_sweep_off_cleanly(
-    served: SimulatorServer,
+    world: SimulatedNotte,
     exporter: ExporterUnderTest,
     clock: Clock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    world = served.world
     assert exporter.cycle()
     samples = exporter.metrics()
     assert value(samples, "notte_exporter_sweep_enabled") == 0
@@ -439,19 +431,17 @@ def test_an_api_in_no_time_order_turns_the_sweep_off_cleanly(
     ids=["no-sweep", "no-discovery"],
 )
 def test_without_sweep_or_discovery_nothing_lists_ended_sessions(
-    clock: Clock, overrides: dict[str, object]
+    world: SimulatedNotte, api: SimulatorServer, clock: Clock, overrides: dict[str, object]
 ) -> None:
-    world = world_with(clock, "newest", 3)
-    with SimulatorServer(world, api_key=API_KEY) as api:
-        under_test = ExporterUnderTest(make_settings(api.url, **overrides), clock=clock)
-        under_test.start_http()
-        try:
-            for _ in range(2):
-                assert under_test.cycle()
-                quick_session(world, clock, f"quick{clock.now}", "closed")
-            samples = under_test.metrics()
-        finally:
-            under_test.close()
+    under_test = ExporterUnderTest(make_settings(api.url, **overrides), clock=clock)
+    under_test.start_http()
+    try:
+        for _ in range(2):
+            assert under_test.cycle()
+            quick_session(world, clock, f"quick{clock.now}", "closed")
+        samples = under_test.metrics()
+    finally:
+        under_test.close()
     assert swept_pages(world) == []
     assert world.requests_total() > 0
     assert value(samples, "notte_exporter_sweep_enabled") == 0
@@ -470,12 +460,10 @@ def test_without_sweep_or_discovery_nothing_lists_ended_sessions(
     ids=["default", "no-sweep", "no-discovery"],
 )
 def test_the_command_line_turns_the_sweep_on_and_off(
-    clock: Clock, flags: list[str], pages: list[int], enabled: int
+    world: SimulatedNotte, api: SimulatorServer, flags: list[str], pages: list[int], enabled: int
 ) -> None:
-    world = world_with(clock, "newest", 3)
-    with SimulatorServer(world, api_key=API_KEY) as api:
-        env = {"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY}
-        result = run_cli("--once", *flags, env=env, timeout=30)
+    env = {"NOTTE_API_URL": api.url, "NOTTE_API_KEY": API_KEY}
+    result = run_cli("--once", *flags, env=env, timeout=30)
     assert result.returncode == 0, result.stderr
     assert swept_pages(world) == pages
     assert value(parse_samples(result.stdout), "notte_exporter_sweep_enabled") == enabled
