@@ -53,6 +53,30 @@ def close_reasons(samples: Samples) -> dict[str, str]:
     return found
 
 
+@pytest.mark.parametrize("include_system", [False, True])
+def test_discovery_needs_no_redirect_and_lists_system_sessions_only_when_asked(
+    world: SimulatedNotte, api: SimulatorServer, include_system: bool
+) -> None:
+    world.add_session("user-live")
+    world.add_session("system-live", system=True)
+    world.add_session("user-authenticating", status="authenticating")
+    with exporter_for(api.url, include_system=include_system) as exporter:
+        assert exporter.cycle()
+        samples = exporter.metrics()
+    exported = {
+        dict(labels)["session_id"]
+        for (name, labels), _ in samples.items()
+        if name == "notte_session_status"
+    }
+    expected = {"user-live", "user-authenticating"} | ({"system-live"} if include_system else set())
+    assert exported == expected
+    assert value(samples, "notte_up") == 1
+    # Every list request went straight to `/sessions/`: no 307 on the way.
+    lists = [r for r in world.request_log() if r.endpoint == "list_sessions"]
+    assert lists
+    assert {(r.path, r.status) for r in lists} == {("/sessions/", 200)}
+
+
 def test_every_metric_has_the_contract_type_and_value_for_every_status(
     world: SimulatedNotte, api: SimulatorServer
 ) -> None:
