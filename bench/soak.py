@@ -251,7 +251,7 @@ class Record:
     fault: str | None = None
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: Counter[str] = field(default_factory=Counter)
-    phase_seconds: Counter[str] = field(default_factory=Counter)
+    phase_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     phase_count: Counter[str] = field(default_factory=Counter)
     since: float = field(default_factory=time.monotonic)  # when `fault` last changed
     up_checks: Counter[str] = field(default_factory=Counter)  # by kind: "ok" / "wrong"
