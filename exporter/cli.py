@@ -26,6 +26,7 @@ from exporter import __version__
 from exporter.apikey import ApiKeyError, ApiKeySource
 from exporter.app import build_app
 from exporter.logs import Redactor, configure_logging
+from exporter.memory import return_large_buffers_to_the_os
 from exporter.settings import (
     Settings,
     SettingsError,
@@ -175,6 +176,7 @@ def _run(
             "crosses the network (and any proxy) unencrypted; use https://",
             settings.api_url,
         )
+    return_large_buffers_to_the_os()
     app = build_app(settings, api_key, web_config=web_config)
     if once:
         succeeded = asyncio.run(app.poll_once())

@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import os
+import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from pydantic import SecretStr, ValidationError
 from exporter.apikey import ApiKeyError, ApiKeySource, read_key_file
 from exporter.configured import ConfiguredIds, parse_ids_file
 from exporter.logs import REDACTED, Redactor, configure_logging
+from exporter.memory import return_large_buffers_to_the_os
 from exporter.model import Session, parse_session
 from exporter.settings import SettingsError, load_settings, parse_listen_address
 from exporter.sharding import owns, shard_of
@@ -192,3 +195,13 @@ def test_bounds_keep_every_renderable_value_and_coercion_stays_lax() -> None:
     assert session.idle_timeout_minutes == 2.5
     assert session.max_duration_minutes == 15
     assert session.proxies is True
+
+
+def test_large_buffers_go_back_to_the_os_unless_the_operator_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert not return_large_buffers_to_the_os()
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert return_large_buffers_to_the_os() is glibc
