@@ -33,7 +33,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -71,7 +71,7 @@ class Connection:
         self.buffer = bytearray()
         self.scanned = 0  # how much of `buffer` is known to hold no end of headers
         self.events = 0  # the selector events it is registered for; 0 when not registered
-        self.outgoing: memoryview | None = None  # the rest of an answer, while WRITING
+        self.outgoing: list[memoryview] | None = None  # the rest of an answer, while WRITING
         self.keep_alive = False  # after the answer, another request may follow
         self.rest = b""  # bytes read past the request being answered
 
@@ -349,7 +349,7 @@ class FrontStage:
     def _answer_here(self, connection: Connection, response: bytes, rest: bytes) -> None:
         """Answer from the front stage and keep the connection for the next request."""
         connection.outgoing, connection.keep_alive, connection.rest = (
-            memoryview(response),
+            outgoing((response,)),
             True,
             rest,
         )
@@ -388,7 +388,7 @@ class FrontStage:
         while self._returned:
             connection = self._returned.popleft()
             if connection.outgoing:
-                self._make_room_to_write(len(connection.outgoing))
+                self._make_room_to_write(unsent(connection.outgoing))
                 connection.state = Connection.WRITING
                 connection.deadline = time.monotonic() + self.limits.write_timeout
                 self._keep(connection, selectors.EVENT_WRITE)
@@ -426,28 +426,40 @@ class FrontStage:
     def _make_room_to_write(self, size: int) -> None:
         """Bound the answers held for slow readers: past the bound, drop the oldest reader."""
         writing = [c for c in self._waiting.values() if c.state == Connection.WRITING]
-        held = sum(len(c.outgoing or b"") for c in writing)
+        held = sum(unsent(c.outgoing) for c in writing)
         for oldest in writing:
             if held + size <= MAX_UNSENT_BYTES:
                 return
-            held -= len(oldest.outgoing or b"")
+            held -= unsent(oldest.outgoing)
             log.debug("%s: closed: reads too slowly while answers pile up", oldest.peer)
             self._close(oldest)
 
 
-def send_some(sock: socket.socket, data: memoryview) -> memoryview:
-    """Send what a non-blocking socket takes now; what is left.
+def outgoing(chunks: Iterable[bytes]) -> list[memoryview]:
+    """An answer's pieces, ready for `send_some`: views, never copies; empty ones dropped."""
+    return [memoryview(chunk) for chunk in chunks if chunk]
+
+
+def unsent(data: list[memoryview] | None) -> int:
+    return sum(len(chunk) for chunk in data or ())
+
+
+def send_some(sock: socket.socket, data: list[memoryview]) -> list[memoryview]:
+    """Send what a non-blocking socket takes now, piece by piece; what is left.
 
     After a would-block, TLS must be retried with the same bytes: the slice sent
-    is always the first `_SEND_CHUNK` bytes of what is left, so it is.
+    is always the first `_SEND_CHUNK` bytes of what is left of the first piece, so it is.
     """
-    while data:
+    left = list(data)
+    while left:
         try:
-            sent = sock.send(data[:_SEND_CHUNK])
+            sent = sock.send(left[0][:_SEND_CHUNK])
         except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return data
-        data = data[sent:]
-    return data
+            return left
+        left[0] = left[0][sent:]
+        if not left[0]:
+            del left[0]
+    return left
 
 
 def _path(target: bytes) -> str:

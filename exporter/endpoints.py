@@ -28,7 +28,7 @@ from exporter.access import (
     Refusal,
 )
 from exporter.basicauth import VerifierBusy
-from exporter.exposition import Exposition
+from exporter.exposition import Chunks, Exposition
 from exporter.negotiation import wants_gzip, wants_openmetrics
 from exporter.snapshot import SnapshotStore
 
@@ -44,10 +44,12 @@ class Endpoints:
 
     def answer(
         self, sock: socket.socket, peer: str, head: bytes, in_force: InForce
-    ) -> tuple[bytes, bool]:
-        """The whole response to one request, and whether the connection may carry another."""
+    ) -> tuple[Chunks, bool]:
+        """The whole response to one request, in pieces to send one after the other (the
+        head, then the body as the exposition holds it), and whether the connection may
+        carry another."""
         handler = _Handler(sock, peer, head, self, in_force)
-        return handler.response.getvalue(), not handler.close_connection
+        return (handler.response.getvalue(), *handler.body), not handler.close_connection
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -67,8 +69,9 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.connection = self.request
         self.rfile = io.BytesIO(self._head)
-        self.response = io.BytesIO()
+        self.response = io.BytesIO()  # the head (or a whole error answer)
         self.wfile = self.response
+        self.body: Chunks = ()  # sent after it, never copied into it
 
     def handle(self) -> None:
         self.handle_one_request()
@@ -124,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
         openmetrics = wants_openmetrics(", ".join(self.headers.get_all("Accept", [])))
         gzip = wants_gzip(", ".join(self.headers.get_all("Accept-Encoding", [])))
         exposition = self.server.exposition
-        body = exposition.body(openmetrics=openmetrics, gzip=gzip)
+        body = exposition.chunks(openmetrics=openmetrics, gzip=gzip)
         headers = {"Vary": "Accept, Accept-Encoding"}
         if gzip:
             headers["Content-Encoding"] = "gzip"
@@ -137,16 +140,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, b"not ready: no poll cycle has succeeded yet\n", PLAIN)
 
     def _send(
-        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        body: bytes | Chunks,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        chunks = (body,) if isinstance(body, bytes) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(chunk) for chunk in chunks)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self.body = chunks
 
     def _refuse(self, refusal: Refusal) -> None:
         self._send(refusal.status, refusal.body, PLAIN, refusal.headers)

@@ -32,6 +32,7 @@ from exporter.connections import (
     FrontStage,
     Limits,
     RequestQueue,
+    outgoing,
     send_some,
 )
 from exporter.endpoints import Endpoints
@@ -167,7 +168,7 @@ class MetricsServer:
                     connection.sock, connection.peer, head, self._in_force()
                 )
                 connection.sock.setblocking(False)
-                connection.outgoing = send_some(connection.sock, memoryview(response))
+                connection.outgoing = send_some(connection.sock, outgoing(response))
             except Exception as exc:  # a broken client (reset, timeout) is the client's problem
                 log.debug(
                     "%s: connection ended with an error: %r", connection.peer, exc, exc_info=True

@@ -92,6 +92,21 @@ def test_body_is_session_part_plus_live_self_part_in_every_encoding() -> None:
     )
 
 
+@pytest.mark.parametrize("encoding", ["plain", "gzip"])
+def test_a_scrape_sends_the_cached_part_as_it_is_never_a_copy(encoding: str) -> None:
+    snapshot = snapshot_of(20)
+    metrics = create_self_metrics(process_metrics=False)
+    exposition = Exposition(lambda: snapshot, metrics.registry)
+    compressed = encoding == "gzip"
+    first = exposition.chunks(openmetrics=False, gzip=compressed)
+    metrics.polls.labels(result="success").inc()  # the live part changes
+    second = exposition.chunks(openmetrics=False, gzip=compressed)
+    cached = [chunk for chunk in first if any(chunk is again for again in second)]
+    assert cached, "every chunk was built anew: the session part is copied at each scrape"
+    assert max(len(chunk) for chunk in cached) == max(len(chunk) for chunk in first)
+    assert b"".join(second) == exposition.body(openmetrics=False, gzip=compressed)
+
+
 def test_openmetrics_body_parses_with_one_eof() -> None:
     metrics = create_self_metrics(process_metrics=False)
     exposition = Exposition(lambda: snapshot_of(5), metrics.registry)

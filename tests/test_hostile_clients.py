@@ -24,6 +24,7 @@ import bcrypt
 import httpx
 import pytest
 
+from exporter.connections import outgoing, send_some
 from exporter.http_server import MetricsServer
 from exporter.simulator import SimulatorServer
 from exporter.webconfig import load_web_config
@@ -224,3 +225,21 @@ def test_clients_that_never_read_their_answers_do_not_hold_the_workers(
         for sock in readers:
             sock.close()
         server.stop()
+
+
+def test_send_some_sends_every_piece_in_order_and_keeps_what_the_socket_refused() -> None:
+    writer, reader = socket.socketpair()
+    with writer, reader:
+        writer.setblocking(False)
+        writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        pieces = [b"head\r\n\r\n", b"", b"x" * 3_000_000, b"tail"]
+        left = send_some(writer, outgoing(pieces))
+        assert left, "a 3 MB answer fits no socket buffer at once"
+        received = bytearray()
+        while left:
+            received += reader.recv(1 << 20)
+            left = send_some(writer, left)
+        writer.shutdown(socket.SHUT_WR)
+        while chunk := reader.recv(1 << 20):
+            received += chunk
+    assert bytes(received) == b"".join(pieces)
