@@ -47,7 +47,19 @@ from pydantic import ValidationError
 from exporter import __version__
 from exporter.apikey import ApiKeySource
 from exporter.body import BodyTooLarge, BodyUndecodable, read_body
-from exporter.labels import GET_SESSION, STATUSES
+from exporter.labels import (
+    BAD_SHAPE,
+    GET_SESSION,
+    INVALID_ITEM,
+    LIST_SESSIONS,
+    NOT_JSON,
+    STATUSES,
+    TOO_LARGE,
+    TRANSPORT_ERROR,
+    UNKNOWN_STATUS,
+    UNUSABLE_ID,
+    WRONG_SESSION,
+)
 from exporter.model import Session, describe_invalid, parse_session
 from exporter.selfmetrics import SelfMetrics
 from exporter.settings import DEFAULT_MAX_RESPONSE_BYTES
@@ -223,12 +235,12 @@ class NotteClient:
         try:
             session = parse_session(body)
         except ValidationError as exc:
-            self._count_bad(GET_SESSION, "invalid_item")
+            self._count_bad(GET_SESSION, INVALID_ITEM)
             raise InvalidSession(f"get_session: invalid session: {describe_invalid(exc)}") from None
         if session.session_id != session_id:
             # A misrouted or mixed-up answer: accepting it would export one
             # session's values under another's ID.
-            self._count_bad(GET_SESSION, "wrong_session")
+            self._count_bad(GET_SESSION, WRONG_SESSION)
             raise BadResponse(
                 f"get_session: asked for session {preview(session_id)}, "
                 f"the answer is about session {preview(session.session_id)}"
@@ -246,7 +258,7 @@ class NotteClient:
                 problem = "it does not fit in a URL"
         if problem is None:
             return path
-        self._count_bad(GET_SESSION, "unusable_id")
+        self._count_bad(GET_SESSION, UNUSABLE_ID)
         shown = preview(session_id)
         raise UnusableSessionId(f"get_session: cannot ask for session {shown}: {problem}")
 
@@ -270,14 +282,14 @@ class NotteClient:
             "only_active": "true" if only_active else "false",
             "include_system": "true" if include_system else "false",
         }
-        body = await self._request("list_sessions", "/sessions/", params, deadline)
+        body = await self._request(LIST_SESSIONS, "/sessions/", params, deadline)
         items, has_next = self._page_items(body)
         sessions: list[Session] = []
         for index, item in enumerate(items):
             try:
-                sessions.append(self._checked("list_sessions", parse_session(item)))
+                sessions.append(self._checked(LIST_SESSIONS, parse_session(item)))
             except ValidationError as exc:
-                self._count_bad("list_sessions", "invalid_item")
+                self._count_bad(LIST_SESSIONS, INVALID_ITEM)
                 log.warning(
                     "skipping an invalid session in the list: page %d item %d: %s",
                     page,
@@ -294,7 +306,7 @@ class NotteClient:
         if isinstance(body, dict) and isinstance(body.get("items"), list):
             has_next = body.get("has_next")
             return body["items"], has_next if isinstance(has_next, bool) else None
-        self._count_bad("list_sessions", "bad_shape")
+        self._count_bad(LIST_SESSIONS, BAD_SHAPE)
         raise BadResponse("list_sessions: the body is neither a list nor an object with items")
 
     async def _request(
@@ -337,7 +349,7 @@ class NotteClient:
             return _Failure(error, cut_short=True)
         headers = {"Authorization": f"Bearer {self._api_key.current().get_secret_value()}"}
         started = time.perf_counter()
-        code = "error"
+        code = TRANSPORT_ERROR
         request = self._http.stream("GET", path, params=params, headers=headers)
         try:
             async with (
@@ -365,23 +377,23 @@ class NotteClient:
         try:
             body = await read_body(*_raw_body(response), limit=self._max_response_bytes)
         except BodyTooLarge:
-            self._count_bad(endpoint, "too_large")
+            self._count_bad(endpoint, TOO_LARGE)
             cap = _size(self._max_response_bytes)
             message = f"{endpoint}: HTTP {status}: the answer is larger than the {cap} cap"
             return _Failure(ResponseTooLarge(f"{message} (max_response_bytes); not read further"))
         except BodyUndecodable as exc:
-            self._count_bad(endpoint, "not_json")
+            self._count_bad(endpoint, NOT_JSON)
             return _Failure(BadResponse(f"{endpoint}: HTTP {status}: {exc}"))
         values = body.count(b",") + body.count(b"{") + body.count(b"[")
         if values > self._max_response_bytes // JSON_BYTES_PER_VALUE:
-            self._count_bad(endpoint, "too_large")
+            self._count_bad(endpoint, TOO_LARGE)
             message = f"{endpoint}: HTTP {status}: the answer holds about {values} JSON values,"
             cap = f"max_response_bytes / {JSON_BYTES_PER_VALUE}"
             return _Failure(ResponseTooLarge(f"{message} over the cap ({cap}); not parsed"))
         try:
             return _Decoded(json.loads(body))
         except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
-            self._count_bad(endpoint, "not_json")
+            self._count_bad(endpoint, NOT_JSON)
             return _Failure(BadResponse(f"{endpoint}: HTTP {status}, body is not JSON"))
 
     def _interpret(self, endpoint: str, response: httpx.Response) -> _Failure:
@@ -441,7 +453,7 @@ class NotteClient:
     def _checked(self, endpoint: str, session: Session) -> Session:
         """Count a status the contract does not know; the session is still exported."""
         if session.status not in STATUSES:
-            self._count_bad(endpoint, "unknown_status")
+            self._count_bad(endpoint, UNKNOWN_STATUS)
         return session
 
     def _count_bad(self, endpoint: str, kind: str) -> None:

@@ -36,6 +36,7 @@ from exporter.client import (
     UnusableSessionId,
 )
 from exporter.configured import ConfiguredIds
+from exporter.labels import FAILURE, SUCCESS
 from exporter.model import Session
 from exporter.selfmetrics import SelfMetrics
 from exporter.settings import Settings
@@ -348,7 +349,7 @@ class Poller:
             log.exception("could not publish the poll cycle's values")
         metrics = self._metrics
         metrics.poll_duration.observe(duration)
-        metrics.polls.labels(result="success" if succeeded else "failure").inc()
+        metrics.polls.labels(result=SUCCESS if succeeded else FAILURE).inc()
         metrics.up.set(1 if succeeded else 0)
         if succeeded:
             metrics.last_poll_success.set(now)

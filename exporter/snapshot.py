@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from exporter.labels import CLOSE_REASONS, DROP_REASONS, ENDED_STATUSES, SOURCES, STATUSES
+from exporter.labels import (
+    CLOSE_REASONS,
+    CONFIGURED,
+    DISCOVERED,
+    DROP_REASONS,
+    ENDED_STATUSES,
+    SOURCES,
+    STATUSES,
+)
 from exporter.model import Session, timestamp
 from exporter.tracker import Tracked, TrackerState
 
@@ -78,7 +86,7 @@ def build_snapshot(state: TrackerState, now: float, generation: int) -> Snapshot
     by_source: Counter[tuple[str, ...]] = Counter(_zeros((s,) for s in SOURCES))
     for item in tracked:
         by_status[(item.session.status,)] += 1
-        by_source[("configured" if item.configured else "discovered",)] += 1
+        by_source[(CONFIGURED if item.configured else DISCOVERED,)] += 1
     ended = dict(_zeros(ENDED_LABELS)) | dict(state.ended_total)
     dropped: Counts = {(reason,): state.dropped_total.get(reason, 0) for reason in DROP_REASONS}
     return Snapshot(

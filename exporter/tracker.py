@@ -20,7 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from exporter.labels import DROP_REASONS, STATUSES, UNKNOWN_CLOSE_REASON
+from exporter.labels import (
+    DROP_REASONS,
+    LIMIT,
+    NOT_FOUND,
+    RETENTION,
+    STATUSES,
+    UNKNOWN_CLOSE_REASON,
+)
 from exporter.model import Session, timestamp
 
 log = logging.getLogger(__name__)
@@ -127,7 +134,7 @@ def apply_cycle(
     dropped: Counter[str] = Counter(state.dropped_total)
 
     # plan_fetches never asks again for an ID in state.not_found, so each 404 here is new.
-    dropped["not_found"] += len(result.not_found)
+    dropped[NOT_FOUND] += len(result.not_found)
     _log_not_found(result.not_found)
     sessions: dict[str, Tracked] = {}
     for session_id, tracked in state.sessions.items():
@@ -140,11 +147,11 @@ def apply_cycle(
             tracked, latest, session_id in configured, now, process_start, ended_total
         )
 
-    dropped["retention"] += _expire(sessions, now, retention)
+    dropped[RETENTION] += _expire(sessions, now, retention)
     newcomers = _newcomers(result, configured, {**seen, **listed}, sessions)
     for session in newcomers.configured:
         sessions[session.session_id] = _first_sight(session, True, now, process_start, ended_total)
-    dropped["limit"] += _admit_discovered(
+    dropped[LIMIT] += _admit_discovered(
         sessions, newcomers.discovered, max_sessions, now, process_start, ended_total
     )
     next_state = TrackerState(

@@ -27,7 +27,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from exporter.labels import ENDED_STATUSES, ENDPOINTS, STATUSES
+from exporter.labels import (
+    ACTIVE,
+    AUTHENTICATING,
+    CLOSED,
+    ENDED_STATUSES,
+    ENDPOINTS,
+    ERROR,
+    ERROR_CLOSE,
+    IDLE_TIMEOUT,
+    MANUAL,
+    MAX_DURATION,
+    STATUSES,
+    TIMED_OUT,
+)
 
 BROWSERS = ("chromium", "chrome", "firefox", "chrome-nightly", "chrome-turbo")
 ERRORS = (
@@ -43,7 +56,7 @@ ENDED: Final = ENDED_STATUSES
 # Sessions the API lists with only_active=true: every status before an ending.
 LIVE: Final = tuple(status for status in STATUSES if status not in ENDED_STATUSES)
 # close_reason of an ending that does not depend on which deadline passed.
-CLOSE_REASON_OF: Final = {"closed": "manual", "error": "error"}
+CLOSE_REASON_OF: Final = {CLOSED: MANUAL, ERROR: ERROR_CLOSE}
 LIST_ORDERS: Final = ("newest", "oldest", "shuffled")
 MAX_STEPS = 200
 IDLE_TIMEOUTS = ((1, 2, 3, 5), (3, 2, 3, 1))  # minutes, weights
@@ -55,7 +68,7 @@ MAX_DURATIONS = ((5, 15, 30), (1, 6, 2))
 # With a dozen sessions, a demo shows all three endings within a minute or two.
 ACTIVITY_RATE = 0.5
 END_RATE = 1 / 45
-FATES = (("closed", "error", "abandoned"), (50, 25, 25))
+FATES = ((CLOSED, ERROR, "abandoned"), (50, 25, 25))
 BIRTH_RATE = 0.3  # for each session missing from the target population
 SURGE_RATE = 1 / 30  # an extra session now and then, so the population hovers
 POPULATED_ABANDONED = 0.3
@@ -69,7 +82,7 @@ AUTH_FAILURE = 0.1
 # sweep of `only_active=false` can see them.
 FLASH_RATE = 1 / 12
 FLASH_SECONDS = (0.5, 4.0)
-FLASH_FATES = (("error", "closed"), (60, 40))
+FLASH_FATES = ((ERROR, CLOSED), (60, 40))
 
 
 def iso(seconds: float) -> str:
@@ -161,7 +174,7 @@ class _Session:
     data: dict[str, Any]
     abandoned: bool = False
     ends_at: float | None = None  # a short-lived session's planned end
-    fate: str = "closed"  # ...and how it ends
+    fate: str = CLOSED  # ...and how it ends
     system: bool = False
     created: float | None = None
     accessed: float | None = None
@@ -220,7 +233,7 @@ class SimulatedNotte:
         self,
         session_id: str | None = None,
         *,
-        status: str = "active",
+        status: str = ACTIVE,
         system: bool = False,
         **fields: Any,
     ) -> dict[str, Any]:
@@ -258,7 +271,7 @@ class SimulatedNotte:
     def end_session(
         self,
         session_id: str,
-        status: str = "closed",
+        status: str = CLOSED,
         error: str | None = None,
         *,
         close_reason: str | None = None,
@@ -380,8 +393,8 @@ class SimulatedNotte:
             error = self._rng.choice(ERRORS)
             self._finish(session, session.fate, session.ends_at, error, reason)
         elif deadline is not None and now >= deadline[0]:
-            self._finish(session, "timed_out", now, None, deadline[1])
-        elif session.data.get("status") == "authenticating":
+            self._finish(session, TIMED_OUT, now, None, deadline[1])
+        elif session.data.get("status") == AUTHENTICATING:
             self._authenticate(session, seconds, now)
         elif not session.abandoned and session.ends_at is None:
             self._use(session, seconds, now)  # a short-lived session does nothing but end
@@ -394,9 +407,9 @@ class SimulatedNotte:
         rng = self._rng
         if rng.random() < _chance(AUTH_RATE, seconds):
             if rng.random() < AUTH_FAILURE:
-                self._finish(session, "error", now, AUTH_ERROR, CLOSE_REASON_OF["error"])
+                self._finish(session, ERROR, now, AUTH_ERROR, CLOSE_REASON_OF[ERROR])
             else:
-                session.data["status"] = "active"
+                session.data["status"] = ACTIVE
                 session.data["last_accessed_at"] = iso(now)
                 session.accessed = now
 
@@ -434,14 +447,14 @@ class SimulatedNotte:
         longest = _minutes(data.get("max_duration_minutes"))
         deadlines = []
         if idle is not None and session.accessed is not None:
-            deadlines.append((session.accessed + idle * 60, "idle_timeout"))
+            deadlines.append((session.accessed + idle * 60, IDLE_TIMEOUT))
         if longest is not None and session.created is not None:
-            deadlines.append((session.created + longest * 60, "max_duration"))
+            deadlines.append((session.created + longest * 60, MAX_DURATION))
         return min(deadlines, default=None)
 
     def _close_reason(self, session: _Session, status: str) -> str:
         """The close_reason the API gives an ending; `unknown` when nothing tells."""
-        if status == "timed_out":
+        if status == TIMED_OUT:
             deadline = self._deadline(session)
             return deadline[1] if deadline else "unknown"
         return CLOSE_REASON_OF.get(status, "unknown")
@@ -464,7 +477,7 @@ class SimulatedNotte:
         idle = rng.choices(*IDLE_TIMEOUTS)[0]
         return {
             "session_id": session_id,
-            "status": "active",
+            "status": ACTIVE,
             "created_at": iso(now),
             "last_accessed_at": iso(now),
             "closed_at": None,
@@ -494,7 +507,7 @@ class SimulatedNotte:
         """A session starting now; with managed auth it waits for its login first."""
         session = _Session(sid := self._new_id(), self._new_data(sid, now))
         if authenticating:
-            session.data["status"] = "authenticating"
+            session.data["status"] = AUTHENTICATING
             session.data["auth_ids"] = [f"auth-{self._rng.getrandbits(32):08x}"]
         return session
 
@@ -535,7 +548,7 @@ class SimulatedNotte:
         data.update(created_at=iso(started), last_accessed_at=iso(last_access))
         session.reindex()
         deadline = self._deadline(session)
-        ended = deadline[0] if status == "timed_out" and deadline else last_access
+        ended = deadline[0] if status == TIMED_OUT and deadline else last_access
         reason = self._close_reason(session, status)
         self._finish(session, status, ended, rng.choice(ERRORS), reason)
 
@@ -548,7 +561,7 @@ class SimulatedNotte:
         data.update(status=status, closed_at=iso(when), close_reason=reason)
         if session.created is not None:
             data["duration"] = iso_duration(when - session.created)
-        if status == "error":
+        if status == ERROR:
             data["error"] = error or data.get("error") or ERRORS[0]
 
     def _store(self, session: _Session) -> None:
