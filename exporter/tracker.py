@@ -170,7 +170,7 @@ def _log_not_found(not_found: frozenset[str]) -> None:
     for session_id in sorted(not_found):
         log.debug("session %s answered 404, no longer exported", session_id)
     if not_found:
-        log.info("%d sessions answered 404 and are no longer exported", len(not_found))
+        log.info("sessions that answered 404, no longer exported: %d", len(not_found))
 
 
 def _log_ended(before: Mapping[tuple[str, str], int], after: Mapping[tuple[str, str], int]) -> None:
@@ -179,7 +179,7 @@ def _log_ended(before: Mapping[tuple[str, str], int], after: Mapping[tuple[str, 
     ended = {key: count for key, count in ended.items() if count}
     if ended:
         parts = ", ".join(f"{status}/{reason} {count}" for (status, reason), count in ended.items())
-        log.info("%d sessions ended (%s)", sum(ended.values()), parts)
+        log.info("sessions seen ending this cycle: %d (%s)", sum(ended.values()), parts)
 
 
 def _observe(

@@ -228,7 +228,7 @@ def test_many_sessions_ending_in_a_cycle_make_one_info_line(
     ended = {f"s{i}": session(f"s{i}", "error" if i % 5 else "closed") for i in range(500)}
     cycle(state, listed=[], fetched=ended, max_sessions=1000)
     info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
-    assert info == ["500 sessions ended (closed/unknown 100, error/unknown 400)"]
+    assert info == ["sessions seen ending this cycle: 500 (closed/unknown 100, error/unknown 400)"]
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 500
 
 
@@ -237,5 +237,5 @@ def test_many_404s_in_a_cycle_make_one_info_line(caplog: pytest.LogCaptureFixtur
     gone = frozenset(f"x{i}" for i in range(300))
     cycle(TrackerState(), configured=tuple(gone), not_found=gone)
     assert [r.getMessage() for r in caplog.records] == [
-        "300 sessions answered 404 and are no longer exported"
+        "sessions that answered 404, no longer exported: 300"
     ]
