@@ -176,6 +176,7 @@ def build_app(
         metrics=metrics,
         retry=retry,
         monotonic=monotonic,
+        clock=clock,
         max_response_bytes=settings.max_response_bytes,
     )
     poller = Poller(

@@ -197,6 +197,7 @@ class NotteClient:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self._api_key = api_key
@@ -205,6 +206,7 @@ class NotteClient:
         self._max_response_bytes = max_response_bytes
         self._retry = retry or RetryPolicy()
         self._monotonic = monotonic
+        self._clock = clock  # wall time, for Retry-After's HTTP dates
         self._rng = rng or random.Random()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._paused_until = 0.0
@@ -425,7 +427,7 @@ class NotteClient:
         return f"{endpoint}: {doing} {self._host}{after}: {transport_cause(exc)}"
 
     def _rate_limited(self, endpoint: str, response: httpx.Response) -> RateLimited:
-        pause = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        pause = parse_retry_after(response.headers.get("Retry-After"), self._clock())
         if pause is not None:
             self._paused_until = max(self._paused_until, self._monotonic() + pause)
             # Debug: the poller logs the failure once when it starts, not once per 429.
