@@ -56,6 +56,7 @@ _LANE_STOP, _LANE_KNOWN, _LANE_PROBES, _LANE_OTHERS = -1, 0, 1, 2  # the request
 _HEADER_END = re.compile(rb"\n\r?\n")
 _AUTHORIZATION = re.compile(rb"\nauthorization:([^\r\n]*)", re.IGNORECASE)
 _REQUEST_LINE = re.compile(rb"(GET|HEAD) (\S+) HTTP/1\.[01]\r?\n")
+_CONNECTION = re.compile(rb"\nconnection:([^\r\n]*)", re.IGNORECASE)
 
 
 class Connection:
@@ -308,7 +309,7 @@ class FrontStage:
         connection.buffer, connection.scanned = bytearray(), 0
         lane, answer = self._triage(head)
         if answer is not None:
-            self._answer_here(connection, answer, rest)
+            self._answer_here(connection, answer, rest, keep_alive=keeps_alive(head))
             return True
         if not self._requests.has_room(lane):
             log.debug("%s: every worker is busy and the queue is full: 503", connection.peer)
@@ -346,11 +347,14 @@ class FrontStage:
             return _LANE_OTHERS, self._response(TOO_MANY_CHECKS, head_only=head_only)
         return _LANE_OTHERS, None
 
-    def _answer_here(self, connection: Connection, response: bytes, rest: bytes) -> None:
-        """Answer from the front stage and keep the connection for the next request."""
+    def _answer_here(
+        self, connection: Connection, response: bytes, rest: bytes, *, keep_alive: bool
+    ) -> None:
+        """Answer from the front stage; keep the connection for the next request unless the
+        client said it would not send one."""
         connection.outgoing, connection.keep_alive, connection.rest = (
             outgoing((response,)),
-            True,
+            keep_alive,
             rest,
         )
         connection.state = Connection.WRITING
@@ -460,6 +464,20 @@ def send_some(sock: socket.socket, data: list[memoryview]) -> list[memoryview]:
         if not left[0]:
             del left[0]
     return left
+
+
+def keeps_alive(head: bytes) -> bool:
+    """Whether a request leaves its connection open for another, by the HTTP rules: HTTP/1.1
+    unless it says `Connection: close`, HTTP/1.0 only when it says `Connection: keep-alive`."""
+    options = {
+        option.strip().lower()
+        for found in _CONNECTION.finditer(head)
+        for option in found.group(1).split(b",")
+    }
+    if b"close" in options:
+        return False
+    first_line = head.split(b"\n", 1)[0]
+    return b"keep-alive" in options or not first_line.rstrip().endswith(b"HTTP/1.0")
 
 
 def _path(target: bytes) -> str:

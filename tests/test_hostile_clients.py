@@ -24,7 +24,7 @@ import bcrypt
 import httpx
 import pytest
 
-from exporter.connections import outgoing, send_some
+from exporter.connections import keeps_alive, outgoing, send_some
 from exporter.http_server import MetricsServer
 from exporter.simulator import SimulatorServer
 from exporter.webconfig import load_web_config
@@ -243,3 +243,31 @@ def test_send_some_sends_every_piece_in_order_and_keeps_what_the_socket_refused(
         while chunk := reader.recv(1 << 20):
             received += chunk
     assert bytes(received) == b"".join(pieces)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "connection", "kept"),
+    [
+        (b"GET / HTTP/1.1", b"", True),
+        (b"GET / HTTP/1.1", b"Connection: close\r\n", False),
+        (b"GET / HTTP/1.1", b"Connection: Keep-Alive, Close\r\n", False),
+        (b"GET / HTTP/1.0", b"", False),
+        (b"GET / HTTP/1.0", b"Connection: keep-alive\r\n", True),
+    ],
+)
+def test_keeps_alive_follows_the_http_rules(
+    request_line: bytes, connection: bytes, kept: bool
+) -> None:
+    assert keeps_alive(request_line + b"\r\nHost: x\r\n" + connection + b"\r\n") is kept
+
+
+def test_an_answer_from_the_front_stage_closes_the_connection_the_client_asked_to_close(
+    guarded: ExporterUnderTest,
+) -> None:
+    assert guarded.server is not None
+    with socket.create_connection(("127.0.0.1", guarded.server.port), timeout=5) as client:
+        client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := client.recv(65536):  # ends only when the server closes
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 401 ")
