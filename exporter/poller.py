@@ -133,6 +133,7 @@ class Poller:
         self._unusable_logged: set[str] = set()  # IDs already warned about
         self._deferring = False
         metrics.sweep_enabled.set(1 if self._sweeping else 0)
+        metrics.sweep_configured.set(1 if options.discovery and options.sweep else 0)
 
     @property
     def _sweeping(self) -> bool:

@@ -45,6 +45,7 @@ class SelfMetrics:
     total_shards: Gauge
     poll_interval: Gauge
     sweep_enabled: Gauge
+    sweep_configured: Gauge
     deferred_sessions: Gauge
 
 
@@ -139,6 +140,12 @@ def create_self_metrics(
             "notte_exporter_sweep_enabled",
             "1 while the sweep for sessions created since the last cycle runs; 0 when it is "
             "off, or turned itself off because the API lists in no order of creation time.",
+            registry=registry,
+        ),
+        sweep_configured=Gauge(
+            "notte_exporter_sweep_configured",
+            "1 when the settings ask for the sweep (discovery and sweep on), so an alert can tell "
+            "a sweep that turned itself off from one switched off on purpose.",
             registry=registry,
         ),
         deferred_sessions=Gauge(

@@ -419,6 +419,7 @@ def test_an_api_in_no_time_order_turns_the_sweep_off_cleanly(
     assert swept_pages(world) == []
     samples = exporter.metrics()
     assert value(samples, "notte_exporter_sweep_enabled") == 0
+    assert value(samples, "notte_exporter_sweep_configured") == 1  # so the alert fires
     assert value(samples, "notte_session_status", session_id="later", status="active") == 1
     warnings = [r.getMessage() for r in log_lines(caplog.records)]
     assert len(warnings) == 1, warnings
@@ -466,4 +467,7 @@ def test_the_command_line_turns_the_sweep_on_and_off(
     result = run_cli("--once", *flags, env=env, timeout=30)
     assert result.returncode == 0, result.stderr
     assert swept_pages(world) == pages
-    assert value(parse_samples(result.stdout), "notte_exporter_sweep_enabled") == enabled
+    samples = parse_samples(result.stdout)
+    assert value(samples, "notte_exporter_sweep_enabled") == enabled
+    # What the settings asked for: a sweep off on purpose raises no alert.
+    assert value(samples, "notte_exporter_sweep_configured") == enabled
