@@ -51,6 +51,10 @@ MAX_WAITING_CONNECTIONS = 1000  # in the front stage: handshaking, reading heade
 MAX_QUEUED_REQUESTS = 1000  # past it, only known credentials and probes are queued (to 2x)
 SHUTDOWN_POLL_SECONDS = 0.1  # how often the front stage looks at deadlines and stop()
 LINGER_SECONDS = 1.0  # after refusing a request, how long its unread bytes are drained
+# A connection refused by the front stage once (401, 429) that asks again at once is held
+# this long before its next answer: a flood on kept-alive connections then costs some 300
+# answers a second per 300 connections, not tens of thousands (429 says Retry-After: 1).
+REPEAT_REFUSAL_HOLD_SECONDS = 1.0
 _SEND_CHUNK = 256 * 1024
 _LANE_STOP, _LANE_KNOWN, _LANE_PROBES, _LANE_OTHERS = -1, 0, 1, 2  # the request queue's order
 _HEADER_END = re.compile(rb"\n\r?\n")
@@ -63,6 +67,7 @@ class Connection:
     """A client connection while the front stage holds it, or a worker answers it."""
 
     HANDSHAKE, READING, IDLE, WRITING, LINGER = "handshake", "reading", "idle", "writing", "linger"
+    HELD = "held"  # an answer waits out REPEAT_REFUSAL_HOLD_SECONDS, the socket unwatched
 
     def __init__(self, sock: socket.socket, peer: str, state: str, deadline: float) -> None:
         self.sock = sock
@@ -75,6 +80,7 @@ class Connection:
         self.outgoing: list[memoryview] | None = None  # the rest of an answer, while WRITING
         self.keep_alive = False  # after the answer, another request may follow
         self.rest = b""  # bytes read past the request being answered
+        self.refused = 0  # answers the front stage gave it itself
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,9 @@ class FrontStage:
             if now >= next_sweep:
                 next_sweep = now + SHUTDOWN_POLL_SECONDS
                 for connection in [c for c in self._waiting.values() if c.deadline <= now]:
+                    if connection.state == Connection.HELD:
+                        self._write_held(connection)
+                        continue
                     log.debug("%s: %s deadline passed", connection.peer, connection.state)
                     self._close(connection)
 
@@ -315,6 +324,7 @@ class FrontStage:
             log.debug("%s: every worker is busy and the queue is full: 503", connection.peer)
             self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE)
             return True
+        connection.refused = 0  # it asked for something a worker answers
         self._release(connection)
         self._requests.put(lane, (connection, head, rest))
         return True
@@ -351,12 +361,29 @@ class FrontStage:
         self, connection: Connection, response: bytes, rest: bytes, *, keep_alive: bool
     ) -> None:
         """Answer from the front stage; keep the connection for the next request unless the
-        client said it would not send one."""
+        client said it would not send one. A connection refused before waits a while first."""
         connection.outgoing, connection.keep_alive, connection.rest = (
             outgoing((response,)),
             keep_alive,
             rest,
         )
+        connection.refused += 1
+        if connection.refused > 1:
+            self._hold(connection)
+        else:
+            self._write_held(connection)
+
+    def _hold(self, connection: Connection) -> None:
+        """Keep the answer back for a while; nothing is read or written meanwhile."""
+        if connection.events:
+            self._selector.unregister(connection.sock)
+            connection.events = 0
+        connection.state = Connection.HELD
+        connection.deadline = time.monotonic() + REPEAT_REFUSAL_HOLD_SECONDS
+        self._waiting[id(connection)] = connection
+
+    def _write_held(self, connection: Connection) -> None:
+        """Start writing the answer the front stage gave."""
         connection.state = Connection.WRITING
         connection.deadline = time.monotonic() + self.limits.write_timeout
         self._keep(connection, selectors.EVENT_WRITE)  # written when the selector says so:

@@ -24,7 +24,7 @@ import bcrypt
 import httpx
 import pytest
 
-from exporter.connections import keeps_alive, outgoing, send_some
+from exporter.connections import REPEAT_REFUSAL_HOLD_SECONDS, keeps_alive, outgoing, send_some
 from exporter.http_server import MetricsServer
 from exporter.simulator import SimulatorServer
 from exporter.webconfig import load_web_config
@@ -271,3 +271,20 @@ def test_an_answer_from_the_front_stage_closes_the_connection_the_client_asked_t
         while chunk := client.recv(65536):  # ends only when the server closes
             received += chunk
     assert received.startswith(b"HTTP/1.1 401 ")
+
+
+def test_a_client_that_asks_again_after_a_refusal_waits_for_its_next_answer(
+    guarded: ExporterUnderTest,
+) -> None:
+    """A flood on kept-alive connections gets one refusal a second per connection, not
+    thousands: the first answer is at once, the next is held (a lower bound, which load
+    cannot break)."""
+    assert guarded.server is not None
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"  # no credentials: 401
+    with socket.create_connection(("127.0.0.1", guarded.server.port), timeout=5) as client:
+        client.sendall(request)
+        assert client.recv(65536).startswith(b"HTTP/1.1 401 ")
+        client.sendall(request)
+        started = time.monotonic()
+        assert client.recv(65536).startswith(b"HTTP/1.1 401 ")
+        assert time.monotonic() - started >= REPEAT_REFUSAL_HOLD_SECONDS * 0.9
