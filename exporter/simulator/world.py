@@ -580,10 +580,6 @@ class SimulatedNotte:
         with self._lock:
             self._faults.append(dataclasses.replace(fault))
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
     def take_fault(self, endpoint: str) -> Fault | None:
         """The first live fault for this endpoint, counted as used."""
         with self._lock:
@@ -593,6 +589,11 @@ class SimulatedNotte:
                         fault.count -= 1
                     return dataclasses.replace(fault)
             return None
+
+    def clear_faults(self) -> None:
+        """Take back every fault still in force (the test's side)."""
+        with self._lock:
+            self._faults.clear()
 
     def record(self, record: RequestRecord) -> None:
         with self._lock:
