@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from exporter.client import RetryPolicy
 from exporter.model import Session, parse_session
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
 from exporter.sweep import SweepState, classify, settle, start_sweep
@@ -280,7 +281,9 @@ def world(clock: Clock, request: pytest.FixtureRequest) -> SimulatedNotte:
 @pytest.fixture
 def exporter(api: SimulatorServer, clock: Clock) -> Iterator[ExporterUnderTest]:
     settings = make_settings(api.url, page_size=5, poll_interval=10)
-    under_test = ExporterUnderTest(settings, clock=clock)
+    # One attempt a request: these tests are about what the sweep reads, not retries,
+    # and an outage of eight cycles would otherwise sleep out eight backoffs.
+    under_test = ExporterUnderTest(settings, clock=clock, retry=RetryPolicy(attempts=1))
     under_test.start_http()
     try:
         yield under_test
