@@ -316,6 +316,12 @@ class FrontStage:
             return False
         head, rest = bytes(buffer[: end.end()]), bytes(buffer[end.end() :])
         connection.buffer, connection.scanned = bytearray(), 0
+        # Other methods go to a worker, whose error answer (501, 400) closes the connection.
+        problem = framing_problem(head) if _REQUEST_LINE.match(head) else None
+        if problem is not None:
+            log.debug("%s: bad request framing (%s): 400 and close", connection.peer, problem)
+            self._refuse(connection, HTTPStatus.BAD_REQUEST)
+            return True
         lane, answer = self._triage(head)
         if answer is not None:
             self._answer_here(connection, answer, rest, keep_alive=keeps_alive(head))
@@ -505,6 +511,40 @@ def keeps_alive(head: bytes) -> bool:
         return False
     first_line = head.split(b"\n", 1)[0]
     return b"keep-alive" in options or not first_line.rstrip().endswith(b"HTTP/1.0")
+
+
+def framing_problem(head: bytes) -> str | None:
+    """Why a request head cannot be framed safely, or None when it can.
+
+    Only GET and HEAD are served, and neither has a body, so a request that declares
+    one (a Content-Length above 0, any Transfer-Encoding) is refused and its
+    connection closed: were its body left unread, it would be read as the next
+    request, and a proxy sharing the connection would answer one client's request to
+    another (request smuggling). Headers that parsers read differently (a repeated
+    Content-Length, whitespace before the colon, an obsolete folded line) are
+    refused for the same reason: the front stage, the workers and a proxy in front
+    must all see the same requests.
+    """
+    lengths: list[bytes] = []
+    for line in head.split(b"\n")[1:]:
+        line = line.rstrip(b"\r")
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):
+            return "folded header line"
+        name, colon, field = line.partition(b":")
+        if not colon or not name or name != name.strip():
+            return "malformed header name"
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            return "Transfer-Encoding"
+        if lowered == b"content-length":
+            lengths.append(field.strip())
+    if len(lengths) > 1:
+        return "repeated Content-Length"
+    if lengths and (not lengths[0].isdigit() or lengths[0].strip(b"0")):  # no int(): 64 KiB
+        return "a request body"
+    return None
 
 
 def _path(target: bytes) -> str:

@@ -24,7 +24,13 @@ import bcrypt
 import httpx
 import pytest
 
-from exporter.connections import REPEAT_REFUSAL_HOLD_SECONDS, keeps_alive, outgoing, send_some
+from exporter.connections import (
+    REPEAT_REFUSAL_HOLD_SECONDS,
+    framing_problem,
+    keeps_alive,
+    outgoing,
+    send_some,
+)
 from exporter.http_server import MetricsServer
 from exporter.simulator import SimulatorServer
 from exporter.webconfig import load_web_config
@@ -288,3 +294,88 @@ def test_a_client_that_asks_again_after_a_refusal_waits_for_its_next_answer(
         started = time.monotonic()
         assert client.recv(65536).startswith(b"HTTP/1.1 401 ")
         assert time.monotonic() - started >= REPEAT_REFUSAL_HOLD_SECONDS * 0.9
+
+
+SMUGGLED = (
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: "
+    + RIGHT["Authorization"].encode()
+    + b"\r\n\r\n"
+)
+_LENGTH = str(len(SMUGGLED)).encode()
+
+
+@pytest.mark.parametrize(
+    ("framing", "credentials"),
+    [
+        (b"Content-Length: " + _LENGTH + b"\r\n", False),
+        (b"Content-Length: " + _LENGTH + b"\r\n", True),
+        (b"Content-Length: 0\r\nContent-Length: " + _LENGTH + b"\r\n", False),
+        (b"Content-Length: 0\r\nContent-Length: " + _LENGTH + b"\r\n", True),
+        (b"Transfer-Encoding: chunked\r\n", False),
+        (b"Content-Length : " + _LENGTH + b"\r\n", True),
+    ],
+    ids=["body-401", "body-known", "two-lengths-401", "two-lengths-known", "chunked", "space"],
+)
+def test_a_request_that_carries_another_as_its_body_gets_one_answer_and_a_close(
+    guarded: ExporterUnderTest, framing: bytes, credentials: bool
+) -> None:
+    """Request smuggling: a body left unread would be answered as the next request."""
+    assert guarded.server is not None
+    authorization = b"Authorization: " + RIGHT["Authorization"].encode() + b"\r\n"
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + (authorization if credentials else b"")
+    with socket.create_connection(("127.0.0.1", guarded.server.port), timeout=5) as client:
+        client.sendall(head + framing + b"\r\n" + SMUGGLED)
+        received = b""
+        while chunk := client.recv(65536):  # ends only when the server closes
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 400 ")
+    assert received.count(b"HTTP/1.1 ") == 1
+
+
+def test_pipelined_requests_without_bodies_are_each_answered(guarded: ExporterUnderTest) -> None:
+    assert guarded.server is not None
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", guarded.server.port), timeout=5) as client:
+        client.sendall(request + last)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 ") == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        (b"Host: x\r\n", None),
+        (b"Host: x\r\nContent-Length: 0\r\n", None),
+        (b"Host: x\r\nContent-Length: 000\r\n", None),
+        (b"Host: x\r\ncontent-length: 1\r\n", "a request body"),
+        (b"Host: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n", "a request body"),
+        (b"Host: x\r\nContent-Length: -0\r\n", "a request body"),
+        (b"Host: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n", "repeated Content-Length"),
+        (b"Host: x\r\nTRANSFER-ENCODING: identity\r\n", "Transfer-Encoding"),
+        (b"Host: x\r\n continued\r\n", "folded header line"),
+        (b"Host: x\r\nContent-Length\t: 0\r\n", "malformed header name"),
+        (b"Host: x\r\nno colon\r\n", "malformed header name"),
+    ],
+)
+def test_framing_problem_names_what_parsers_could_read_differently(
+    headers: bytes, problem: str | None
+) -> None:
+    assert framing_problem(b"GET /metrics HTTP/1.1\r\n" + headers + b"\r\n") == problem
+
+
+@pytest.mark.parametrize("method", [b"POST", b"PUT"])
+def test_another_method_carrying_a_request_as_its_body_gets_one_answer(
+    guarded: ExporterUnderTest, method: bytes
+) -> None:
+    assert guarded.server is not None
+    head = method + b" /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: " + _LENGTH + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", guarded.server.port), timeout=5) as client:
+        client.sendall(head + SMUGGLED)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 501 ")
+    assert received.count(b"HTTP/1.1 ") == 1
