@@ -20,6 +20,20 @@ from exporter.basicauth import BasicAuthVerifier
 from exporter.webconfig import WebConfig
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def request_path(target: str) -> str:
+    """The path a request target names, in origin form (`/metrics?x`) or absolute form
+    (`http://host:9100/metrics`, which RFC 9112 says a server must accept); leading
+    slashes collapse to one, as `BaseHTTPRequestHandler` does."""
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    scheme, separator, rest = path.partition("://")
+    if separator and scheme.lower() in ("http", "https"):
+        slash = rest.find("/")
+        path = rest[slash:] if slash >= 0 else "/"
+    return "/" + path.lstrip("/") if path.startswith("//") else path
+
+
 SERVER = f"notte-exporter/{__version__}"
 PLAIN = "text/plain; charset=utf-8"
 

@@ -37,7 +37,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from exporter.access import NO_CREDENTIALS, OPEN_PATHS, TOO_MANY_CHECKS, InForce, Refusal
+from exporter.access import (
+    NO_CREDENTIALS,
+    OPEN_PATHS,
+    TOO_MANY_CHECKS,
+    InForce,
+    Refusal,
+    request_path,
+)
 from exporter.basicauth import has_basic_credentials
 
 log = logging.getLogger(__name__)
@@ -347,7 +354,7 @@ class FrontStage:
         line = _REQUEST_LINE.match(head)
         if line is None:
             return _LANE_OTHERS, None  # a worker says what is wrong with it
-        if _path(line.group(2)) in OPEN_PATHS:
+        if request_path(line.group(2).decode("latin-1")) in OPEN_PATHS:
             return _LANE_PROBES, None
         verifier = self._in_force().verifier
         if not verifier.enabled:
@@ -545,12 +552,6 @@ def framing_problem(head: bytes) -> str | None:
     if lengths and (not lengths[0].isdigit() or lengths[0].strip(b"0")):  # no int(): 64 KiB
         return "a request body"
     return None
-
-
-def _path(target: bytes) -> str:
-    """The path of a request target, as `BaseHTTPRequestHandler` and `endpoints` read it."""
-    path = target.decode("latin-1").split("?", 1)[0]
-    return "/" + path.lstrip("/") if path.startswith("//") else path
 
 
 def _listen(address: tuple[str, int]) -> socket.socket:

@@ -26,6 +26,7 @@ from exporter.access import (
     TOO_MANY_CHECKS,
     InForce,
     Refusal,
+    request_path,
 )
 from exporter.basicauth import VerifierBusy
 from exporter.exposition import Chunks, Exposition
@@ -94,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().end_headers()
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path = request_path(self.path)
         if path not in OPEN_PATHS and not self._authorised():
             return
         if path == "/metrics":

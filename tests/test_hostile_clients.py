@@ -24,6 +24,7 @@ import bcrypt
 import httpx
 import pytest
 
+from exporter.access import request_path
 from exporter.connections import (
     REPEAT_REFUSAL_HOLD_SECONDS,
     framing_problem,
@@ -379,3 +380,35 @@ def test_another_method_carrying_a_request_as_its_body_gets_one_answer(
             received += chunk
     assert received.startswith(b"HTTP/1.1 501 ")
     assert received.count(b"HTTP/1.1 ") == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [
+        ("/metrics", "/metrics"),
+        ("/metrics?x=1", "/metrics"),
+        ("//metrics", "/metrics"),
+        ("http://example.test:9100/metrics", "/metrics"),
+        ("HTTPS://example.test/healthz?probe", "/healthz"),
+        ("http://example.test", "/"),
+        ("ftp://example.test/metrics", "ftp://example.test/metrics"),
+    ],
+)
+def test_request_path_reads_origin_and_absolute_form(target: str, path: str) -> None:
+    assert request_path(target) == path
+
+
+def test_an_absolute_form_target_is_answered_as_its_path_and_still_needs_credentials(
+    guarded: ExporterUnderTest,
+) -> None:
+    assert guarded.server is not None
+    target = b"GET http://127.0.0.1:%d/metrics HTTP/1.1\r\nHost: x\r\n" % guarded.server.port
+    authorization = b"Authorization: " + RIGHT["Authorization"].encode() + b"\r\n"
+    for extra, status in ((b"", b"401"), (authorization, b"200")):
+        with socket.create_connection(("127.0.0.1", guarded.server.port), timeout=5) as client:
+            client.sendall(target + extra + b"Connection: close\r\n\r\n")
+            received = b""
+            while chunk := client.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 " + status + b" ")
+    assert b"notte_up 1" in received
