@@ -4,8 +4,10 @@ One thread with a selector accepts connections, runs TLS handshakes, reads
 request headers (and waits on idle keep-alive connections) without blocking.
 Each connection has a deadline for its handshake and headers (Go's
 `ReadHeaderTimeout` is the model), the headers are bounded in size, and the
-connections waiting here are bounded in number (past the bound, the one waiting
-longest is closed). A slow client costs a socket and a buffer, never a thread.
+connections waiting here are bounded in number (past the bound, the oldest is
+closed, unless it is being answered or is an idle connection that asked with known
+credentials: a connect flood cannot cut a scrape or Prometheus's kept-alive
+connection). A slow client costs a socket and a buffer, never a thread.
 
 A complete request goes to the workers (`http_server`) through a bounded
 `RequestQueue` in which known credentials go first, then probes, then the rest
@@ -58,6 +60,7 @@ MAX_WAITING_CONNECTIONS = 1000  # in the front stage: handshaking, reading heade
 MAX_QUEUED_REQUESTS = 1000  # past it, only known credentials and probes are queued (to 2x)
 SHUTDOWN_POLL_SECONDS = 0.1  # how often the front stage looks at deadlines and stop()
 LINGER_SECONDS = 1.0  # after refusing a request, how long its unread bytes are drained
+MAX_LINGER_BYTES = 1024 * 1024  # and how many at most
 # A connection refused by the front stage once (401, 429) that asks again at once is held
 # this long before its next answer: a flood on kept-alive connections then costs some 300
 # answers a second per 300 connections, not tens of thousands (429 says Retry-After: 1).
@@ -88,6 +91,8 @@ class Connection:
         self.keep_alive = False  # after the answer, another request may follow
         self.rest = b""  # bytes read past the request being answered
         self.refused = 0  # answers the front stage gave it itself
+        self.authorization: str | None = None  # of the last request a worker answered
+        self.drained = 0  # bytes dropped while lingering
 
 
 @dataclass(frozen=True)
@@ -217,12 +222,14 @@ class FrontStage:
                 return
             except OSError as exc:  # out of file descriptors: make room
                 log.warning("cannot accept a connection: %s", exc)
-                self._evict_oldest()
+                self._evict()
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if len(self._waiting) >= self.limits.max_waiting_connections:
-                self._evict_oldest()
+            if len(self._waiting) >= self.limits.max_waiting_connections and not self._evict():
+                log.debug("%s: refused: every waiting connection is in use", address[0])
+                sock.close()
+                continue
             deadline = time.monotonic() + self.limits.header_timeout
             context = self._in_force().ssl_context
             if context is None:
@@ -260,11 +267,21 @@ class FrontStage:
         log.debug("%s: connection ended with an error", connection.peer, exc_info=True)
         self._close(connection)
 
-    def _evict_oldest(self) -> None:
-        oldest = next(iter(self._waiting.values()), None)
-        if oldest is not None:
-            log.debug("%s: closed to make room for a new connection", oldest.peer)
-            self._close(oldest)
+    def _evict(self) -> bool:
+        """Close the oldest connection that may go to make room; False when none may.
+
+        An answer being written, and an idle connection that asked with known
+        credentials (Prometheus's kept-alive one), are never cut: a flood of plain
+        connects then costs only the flood's own connections, and new ones once every
+        place is taken by such connections."""
+        verifier = self._in_force().verifier
+        for connection in self._waiting.values():
+            trusted = verifier.enabled and verifier.known(connection.authorization)
+            if evictable(connection, trusted=trusted):
+                log.debug("%s: closed to make room for a new connection", connection.peer)
+                self._close(connection)
+                return True
+        return False
 
     def _advance(self, connection: Connection, mask: int) -> None:
         if connection.state == Connection.WRITING:
@@ -299,6 +316,9 @@ class FrontStage:
             if not chunk:
                 return self._close(connection)
             if connection.state == Connection.LINGER:
+                connection.drained += len(chunk)
+                if connection.drained > MAX_LINGER_BYTES:
+                    return self._close(connection)
                 continue  # drained and dropped
             if connection.state == Connection.IDLE:
                 connection.state = Connection.READING
@@ -338,6 +358,7 @@ class FrontStage:
             self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE)
             return True
         connection.refused = 0  # it asked for something a worker answers
+        connection.authorization = authorization_of(head)
         self._release(connection)
         self._requests.put(lane, (connection, head, rest))
         return True
@@ -359,8 +380,7 @@ class FrontStage:
         verifier = self._in_force().verifier
         if not verifier.enabled:
             return _LANE_OTHERS, None
-        found = _AUTHORIZATION.search(head)
-        authorization = found.group(1).strip().decode("latin-1") if found else None
+        authorization = authorization_of(head)
         if verifier.known(authorization):
             return _LANE_KNOWN, None
         head_only = line.group(1) == b"HEAD"
@@ -477,6 +497,22 @@ class FrontStage:
             held -= unsent(oldest.outgoing)
             log.debug("%s: closed: reads too slowly while answers pile up", oldest.peer)
             self._close(oldest)
+
+
+def evictable(connection: Connection, *, trusted: bool) -> bool:
+    """Whether the connection cap may close this connection for a new one; `trusted`: its
+    last request's credentials are known. Without basic auth nothing tells Prometheus
+    from a flood, so idle connections stay evictable: an idle flood cannot lock out
+    new connections."""
+    if connection.state == Connection.WRITING:
+        return False
+    return not (connection.state == Connection.IDLE and trusted)
+
+
+def authorization_of(head: bytes) -> str | None:
+    """The Authorization header of a request head, if it has one."""
+    found = _AUTHORIZATION.search(head)
+    return found.group(1).strip().decode("latin-1") if found else None
 
 
 def outgoing(chunks: Iterable[bytes]) -> list[memoryview]:

@@ -412,3 +412,52 @@ def test_an_absolute_form_target_is_answered_as_its_path_and_still_needs_credent
                 received += chunk
         assert received.startswith(b"HTTP/1.1 " + status + b" ")
     assert b"notte_up 1" in received
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer on a kept-alive connection (its head, then Content-Length bytes)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed mid-answer"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_connect_flood_past_the_cap_spares_prometheus_kept_alive_connection(
+    guarded: ExporterUnderTest,
+) -> None:
+    server = MetricsServer(
+        ("127.0.0.1", 0),
+        exposition=guarded.app.exposition,
+        store=guarded.app.store,
+        web_config=guarded.app.web_config,
+        max_waiting_connections=20,
+    )
+    server.start()
+    scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % (
+        RIGHT["Authorization"].encode()
+    )
+    flood: list[socket.socket] = []
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as prometheus:
+            prometheus.sendall(scrape)
+            assert read_answer(prometheus).startswith(b"HTTP/1.1 200 ")
+            first = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            flood = [first] + [
+                socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(60)
+            ]
+            first.settimeout(5)
+            assert first.recv(1) == b""  # the oldest of the flood was closed for the others
+            prometheus.sendall(scrape)
+            assert read_answer(prometheus).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in flood:
+            sock.close()
+        server.stop()
