@@ -28,6 +28,7 @@ from exporter.access import request_path
 from exporter.connections import (
     REPEAT_REFUSAL_HOLD_SECONDS,
     framing_problem,
+    held_bytes,
     keeps_alive,
     outgoing,
     send_some,
@@ -461,3 +462,12 @@ def test_a_connect_flood_past_the_cap_spares_prometheus_kept_alive_connection(
         for sock in flood:
             sock.close()
         server.stop()
+
+
+def test_held_bytes_counts_a_shared_body_once_and_whole() -> None:
+    body = b"x" * 1_000_000
+    heads = [b"HTTP/1.1 200 OK\r\nX-Reader: %d\r\n\r\n" % i for i in range(50)]
+    answers = [outgoing((head, body)) for head in heads]  # fifty readers of one cached body
+    answers[0][1] = answers[0][1][999_000:]  # one nearly sent: its view still holds the body
+    assert held_bytes(answers) == sum(map(len, heads)) + len(body)
+    assert held_bytes([None, []]) == 0
