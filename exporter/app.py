@@ -57,7 +57,12 @@ class App:
         try:
             return await self.poller.run_cycle()
         finally:
-            await self.client.aclose()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel the requests still in flight and close the API connections."""
+        await self.poller.aclose()
+        await self.client.aclose()
 
     def reload(self) -> None:
         """SIGHUP: re-read the API key file and the web config now, and say so."""
@@ -82,7 +87,7 @@ class App:
             host,
             self.server.port,
         )
-        cycles = _CycleRunner(self.poller, self.exposition)
+        cycles = _CycleRunner(self.poller)
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         scheduler.add_job(
             cycles.run,
@@ -101,31 +106,25 @@ class App:
             log.info("stopping")
             scheduler.shutdown(wait=False)
             await cycles.cancel()
-            await self.client.aclose()
+            await self.aclose()
             self.server.stop()
 
 
 class _CycleRunner:
     """The scheduler's job; remembers the cycle in flight so shutdown can cancel it."""
 
-    def __init__(self, poller: Poller, exposition: Exposition) -> None:
+    def __init__(self, poller: Poller) -> None:
         self._poller = poller
-        self._exposition = exposition
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[bool] | None = None
 
     async def run(self) -> None:
-        self._task = asyncio.ensure_future(self._cycle())
+        self._task = asyncio.ensure_future(self._poller.run_cycle())
         try:
             await self._task
         except asyncio.CancelledError:
             log.debug("poll cycle cancelled")
         except Exception:
             log.exception("poll cycle crashed; the next one runs as scheduled")
-
-    async def _cycle(self) -> None:
-        """Poll, then render the new snapshot for scrapes in a worker thread."""
-        await self._poller.run_cycle()
-        await asyncio.to_thread(self._exposition.warm)
 
     async def cancel(self) -> None:
         if self._task is None or self._task.done():
@@ -168,6 +167,7 @@ def build_app(
         process_metrics=process_metrics,
     )
     store = SnapshotStore()
+    exposition = Exposition(lambda: store.current, metrics.registry)
     client = NotteClient(
         base_url=settings.api_url,
         api_key=api_key,
@@ -185,10 +185,10 @@ def build_app(
         configured=ConfiguredIds(settings.session_ids, settings.session_ids_file),
         metrics=metrics,
         store=store,
+        warm=exposition.warm,
         clock=clock,
         monotonic=monotonic,
     )
-    exposition = Exposition(lambda: store.current, metrics.registry)
     return App(
         settings=settings,
         api_key=api_key,

@@ -1,21 +1,32 @@
 """The Notte API client: the only code that talks HTTP to Notte.
 
-One shared `httpx.AsyncClient` (keep-alive, a connection pool sized to
-`max_concurrency`), bearer auth from an `ApiKeySource`, retries with
-exponential backoff and full jitter for transport errors, 5xx and 429, a
-`Retry-After` pause shared by every request (across cycles), and a deadline per
-call so a poll cycle can never overrun. Bodies are streamed and capped at
-`max_response_bytes` after decompression (`exporter.body`); redirects are never
-followed, so the key goes nowhere but the configured base URL. httpx's
-exceptions are translated here, at the boundary, into the exporter's own:
+One shared `httpx.AsyncClient` (keep-alive), bearer auth from an
+`ApiKeySource`, retries with exponential backoff and full jitter for transport
+errors, 5xx and 429, a `Retry-After` pause shared by every request (across
+cycles), and two times per call: a start-by time after which no attempt (first
+or retry) starts, and a deadline by which every attempt ends.
+
+The one bound on concurrency is here: a request needs a `RequestSlot` (at most
+`max_concurrency` exist at once), held from before its first byte until its
+answer is read or it fails, retries and pauses included. A caller reserves a
+slot with a start-by time and gets `NotStarted` if none comes free by then:
+nothing was sent, so nothing is wasted. The connection pool does not bound
+anything on its own; it only keeps `max_concurrency` connections alive.
+
+Bodies are streamed and capped at `max_response_bytes` after decompression
+(`exporter.body`); redirects are never followed, so the key goes nowhere but
+the configured base URL. httpx's exceptions are translated here, at the
+boundary, into the exporter's own:
 
     NotteError
      +-- ApiUnreachable     transport error or timeout, after retries
+     |    +-- RequestCut    cut by its deadline (not by the request timeout)
      +-- Unauthorized       401 or 403: the key is wrong; never retried
      +-- NotFound           404: the session does not exist
      +-- RateLimited        429 after retries, or paused by Retry-After past the deadline
      +-- UpstreamError      5xx after retries, a redirect, or another unexpected status
      +-- UnusableSessionId  an ID that cannot be put in a URL; no request is made
+     +-- NotStarted         no slot came free by the start-by time; no request is made
      +-- BadResponse        a 2xx body that is not JSON, not the expected shape,
           |                 or about another session than the one asked for
           +-- InvalidSession    a JSON session object that does not validate
@@ -28,6 +39,7 @@ the host and what went wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
@@ -49,6 +61,7 @@ from exporter.apikey import ApiKeySource
 from exporter.body import BodyTooLarge, BodyUndecodable, read_body
 from exporter.labels import (
     BAD_SHAPE,
+    CUT,
     GET_SESSION,
     INVALID_ITEM,
     LIST_SESSIONS,
@@ -88,6 +101,10 @@ class ApiUnreachable(NotteError):
     """A transport error or timeout."""
 
 
+class RequestCut(ApiUnreachable):
+    """A request its deadline cut short: the API may have been serving it (`code="cut"`)."""
+
+
 class Unauthorized(NotteError):
     """401 or 403."""
 
@@ -108,6 +125,13 @@ class UnusableSessionId(NotteError):
     """A session ID that cannot be put in a URL (empty, too long, control characters).
 
     Raised before any request: the caller skips that one session, not the cycle.
+    """
+
+
+class NotStarted(NotteError):
+    """No request slot came free before the start-by time: nothing was sent.
+
+    Not a failure of the API: the caller asks again next time, first.
     """
 
 
@@ -134,6 +158,18 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry number `attempt` (0-based)."""
         return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+class RequestSlot:
+    """The right to have one request open at the API; released once, however it ends."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore: asyncio.Semaphore | None = semaphore
+
+    def release(self) -> None:
+        if self._semaphore is not None:
+            self._semaphore.release()
+            self._semaphore = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +244,7 @@ class NotteClient:
         self._monotonic = monotonic
         self._clock = clock  # wall time, for Retry-After's HTTP dates
         self._rng = rng or random.Random()
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._slots = asyncio.Semaphore(max_concurrency)
         self._paused_until = 0.0
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -218,9 +254,9 @@ class NotteClient:
                 "Accept-Encoding": ACCEPT_ENCODING,
             },
             timeout=request_timeout,
-            limits=httpx.Limits(
-                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
-            ),
+            # Not a bound: the slots are (a second bound would queue requests
+            # out of sight, and hold a reserved slot idle).
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=max_concurrency),
             follow_redirects=False,
             transport=transport,
         )
@@ -228,12 +264,47 @@ class NotteClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def get_session(self, session_id: str, *, deadline: float) -> Session:
+    async def reserve(self, *, start_by: float) -> RequestSlot:
+        """A slot for one request, as soon as one is free; `NotStarted` if none is by
+        `start_by` (in the client's monotonic time)."""
+        try:
+            async with asyncio.timeout(max(0.0, start_by - self._monotonic())):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise NotStarted("no request slot came free in time; nothing was sent") from None
+        slot = RequestSlot(self._slots)
+        if self._monotonic() > start_by:  # the injected clock may run ahead of the loop's
+            slot.release()
+            raise NotStarted("no request slot came free in time; nothing was sent")
+        return slot
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, slot: RequestSlot | None, start_by: float) -> AsyncIterator[None]:
+        """Hold `slot` (or one reserved now, to start by `start_by`) for one request."""
+        held = slot or await self.reserve(start_by=start_by)
+        try:
+            yield
+        finally:
+            held.release()
+
+    async def get_session(
+        self,
+        session_id: str,
+        *,
+        deadline: float,
+        start_by: float | None = None,
+        slot: RequestSlot | None = None,
+    ) -> Session:
         """One session; raises `NotFound` for a 404, `InvalidSession` when it does not
         validate, `BadResponse` when the answer is about another session, and
-        `UnusableSessionId`, before any request, for an ID that cannot be asked for."""
-        path = self._usable_path(session_id)
-        body = await self._request(GET_SESSION, path, None, deadline)
+        `UnusableSessionId`, before any request, for an ID that cannot be asked for.
+
+        No attempt starts after `start_by` (default: `deadline`). `slot` is one
+        reserved beforehand; without it the call waits for one."""
+        window = _Window(deadline if start_by is None else start_by, deadline)
+        async with self._holding(slot, window.start_by):
+            path = self._usable_path(session_id)
+            body = await self._request(GET_SESSION, path, None, window)
         try:
             session = parse_session(body)
         except ValidationError as exc:
@@ -272,6 +343,8 @@ class NotteClient:
         only_active: bool,
         include_system: bool,
         deadline: float,
+        start_by: float | None = None,
+        slot: RequestSlot | None = None,
     ) -> ListPage:
         """One page of `GET /sessions/`; invalid items are skipped, logged and counted.
 
@@ -284,7 +357,9 @@ class NotteClient:
             "only_active": "true" if only_active else "false",
             "include_system": "true" if include_system else "false",
         }
-        body = await self._request(LIST_SESSIONS, "/sessions/", params, deadline)
+        window = _Window(deadline if start_by is None else start_by, deadline)
+        async with self._holding(slot, window.start_by):
+            body = await self._request(LIST_SESSIONS, "/sessions/", params, window)
         items, has_next = self._page_items(body)
         sessions: list[Session] = []
         for index, item in enumerate(items):
@@ -312,9 +387,11 @@ class NotteClient:
         raise BadResponse("list_sessions: the body is neither a list nor an object with items")
 
     async def _request(
-        self, endpoint: str, path: str, params: dict[str, str] | None, deadline: float
+        self, endpoint: str, path: str, params: dict[str, str] | None, window: _Window
     ) -> Any:
         """GET with retries; returns the decoded JSON body or raises a `NotteError`.
+
+        The caller holds a request slot for the whole of it.
 
         A retry that the cycle's deadline cuts short raises the failure that
         caused the retry (the API answered 503, it did not time out), and a
@@ -323,9 +400,9 @@ class NotteClient:
         attempt = 0
         cause: NotteError | None = None
         while True:
-            if await self._wait_for_pause(endpoint, deadline):
+            if await self._wait_for_pause(endpoint, window.start_by):
                 cause = RateLimited(f"{endpoint}: HTTP 429, paused by Retry-After")
-            outcome = await self._attempt(endpoint, path, params, deadline)
+            outcome = await self._attempt(endpoint, path, params, window.deadline)
             if isinstance(outcome, _Decoded):
                 return outcome.value
             if outcome.cut_short and cause is not None:
@@ -335,7 +412,7 @@ class NotteClient:
             attempt += 1
             if not outcome.retryable or attempt >= self._retry.attempts:
                 raise outcome.error
-            if self._monotonic() + delay >= deadline:
+            if self._monotonic() + delay >= window.start_by:
                 raise outcome.error
             self._metrics.api_retries.labels(endpoint=endpoint).inc()
             log.debug("retrying %s in %.2fs after: %s", endpoint, delay, outcome.error)
@@ -347,23 +424,25 @@ class NotteClient:
         """One request: the decoded body, or the error it ended in (not raised, to retry)."""
         remaining = deadline - self._monotonic()
         if remaining <= 0:
-            error = ApiUnreachable(f"{endpoint}: the poll cycle deadline has passed")
-            return _Failure(error, cut_short=True)
+            return _Failure(RequestCut(f"{endpoint}: its deadline has passed"), cut_short=True)
         headers = {"Authorization": f"Bearer {self._api_key.current().get_secret_value()}"}
         started = time.perf_counter()
         code = TRANSPORT_ERROR
         request = self._http.stream("GET", path, params=params, headers=headers)
+        cut_short = remaining < self._timeout
         try:
-            async with (
-                self._semaphore,
-                asyncio.timeout(min(self._timeout, remaining)),
-                request as answer,
-            ):
+            async with asyncio.timeout(min(self._timeout, remaining)), request as answer:
                 code = str(answer.status_code)
                 return await self._receive(endpoint, answer)
         except (TimeoutError, httpx.TimeoutException):
+            if cut_short:
+                code = CUT
+                return _Failure(RequestCut(f"{endpoint}: cut by its deadline"), cut_short=True)
             error = ApiUnreachable(f"{endpoint}: {self._host} timed out")
-            return _Failure(error, retryable=True, cut_short=remaining < self._timeout)
+            return _Failure(error, retryable=True)
+        except asyncio.CancelledError:
+            code = CUT  # at shutdown: the API may still be serving it
+            raise
         except httpx.HTTPError as exc:
             return _Failure(ApiUnreachable(self._transport_failure(endpoint, exc)), retryable=True)
         except httpx.InvalidURL as exc:  # not an HTTPError; a bad base URL, say
@@ -435,13 +514,13 @@ class NotteClient:
             return RateLimited(f"{endpoint}: HTTP 429, Retry-After {pause:.0f}s")
         return RateLimited(f"{endpoint}: HTTP 429")
 
-    async def _wait_for_pause(self, endpoint: str, deadline: float) -> bool:
+    async def _wait_for_pause(self, endpoint: str, start_by: float) -> bool:
         """Honour a Retry-After pause (True when it waited); fail at once if it reaches
-        past the deadline."""
+        past the start-by time."""
         wait = self._paused_until - self._monotonic()
         if wait <= 0:
             return False
-        if self._monotonic() + wait >= deadline:
+        if self._monotonic() + wait >= start_by:
             raise RateLimited(f"{endpoint}: paused by Retry-After for another {wait:.1f}s")
         await asyncio.sleep(wait)
         return True
@@ -460,6 +539,14 @@ class NotteClient:
 
     def _count_bad(self, endpoint: str, kind: str) -> None:
         self._metrics.bad_api_data.labels(endpoint=endpoint, kind=kind).inc()
+
+
+@dataclass(frozen=True)
+class _Window:
+    """No attempt of a request starts after `start_by`; each ends by `deadline`."""
+
+    start_by: float
+    deadline: float
 
 
 @dataclass(frozen=True)

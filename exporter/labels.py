@@ -32,8 +32,11 @@ RETENTION, NOT_FOUND, LIMIT = DROP_REASONS
 # The two API operations the exporter calls (`endpoint` label).
 ENDPOINTS: Final = ("get_session", "list_sessions")
 GET_SESSION, LIST_SESSIONS = ENDPOINTS
-# `notte_exporter_api_requests_total{code}`: the HTTP status, or this for a transport failure.
+# `notte_exporter_api_requests_total{code}`: the HTTP status, or one of these: a transport
+# failure, or a request the exporter gave up on while the API may still have been serving it
+# (cut by its deadline, or at shutdown): work thrown away, 0 in a healthy run.
 TRANSPORT_ERROR: Final = "error"
+CUT: Final = "cut"
 
 # `notte_exporter_polls_total{result}`.
 POLL_RESULTS: Final = ("success", "failure")

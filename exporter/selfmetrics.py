@@ -47,6 +47,8 @@ class SelfMetrics:
     sweep_enabled: Gauge
     sweep_configured: Gauge
     deferred_sessions: Gauge
+    oldest_refresh_age: Gauge
+    list_truncated: Gauge
 
 
 def create_self_metrics(
@@ -150,7 +152,20 @@ def create_self_metrics(
         ),
         deferred_sessions=Gauge(
             "notte_exporter_deferred_sessions",
-            "Sessions the last poll cycle had no time to fetch; the next cycle asks them first.",
+            "Sessions the last poll cycle wanted but got no answer for in time; they are "
+            "asked again (or their late answer applied) first, oldest data first.",
+            registry=registry,
+        ),
+        oldest_refresh_age=Gauge(
+            "notte_exporter_oldest_refresh_age_seconds",
+            "Age of the stalest data among the sessions still refreshed (not ended), and of "
+            "configured sessions never answered yet; 0 when there are none.",
+            registry=registry,
+        ),
+        list_truncated=Gauge(
+            "notte_exporter_session_list_truncated",
+            "1 when the last listing of active sessions stopped at the page cap (max_sessions "
+            "times total_shards): sessions past it are not discovered.",
             registry=registry,
         ),
     )

@@ -1,8 +1,8 @@
 """The tracker: which sessions are watched, and what state each is in.
 
 Pure functions over an immutable `TrackerState`. A poll cycle asks
-`plan_fetches` which sessions need `GET /sessions/{id}` (those the last cycle
-deferred first), gathers the answers into a `CycleResult`, and `apply_cycle`
+`plan_fetches` which sessions need `GET /sessions/{id}` (those whose data is
+oldest first), gathers the answers into a `CycleResult`, and `apply_cycle`
 returns the next state. Every rule of the contract's lifecycle lives here:
 configured versus discovered (by the active list or the sweep), the one final
 fetch of a session that left the active list, retention, 404 drops, the
@@ -43,6 +43,7 @@ class Tracked:
     ended_at: float | None = None
     counted_ended: bool = False
     unknown_statuses: tuple[str, ...] = ()
+    refreshed_at: float = 0.0  # when its data last came from the API (wall time)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class TrackerState:
     ended_total: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     dropped_total: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     configured_over_cap: bool = False
-    deferred: tuple[str, ...] = ()
+    # Configured IDs never answered yet, and since when they are wanted (wall time).
+    waiting_since: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,7 @@ class CycleResult:
     `listed` is None when the whole active list is unknown this cycle (discovery
     off, or listing failed or was cut short): then no session is taken to have
     left the list. `seen` holds sessions the cycle saw besides: the sweep's
-    finds and the pages of an active list it could not finish. `deferred` are
-    the sessions it had no time to fetch.
+    finds and the pages of an active list it could not finish.
     """
 
     configured_ids: Sequence[str]
@@ -74,23 +75,34 @@ class CycleResult:
     fetched: Mapping[str, Session]
     not_found: frozenset[str] = frozenset()
     seen: Sequence[Session] = ()
-    deferred: Sequence[str] = ()
 
 
 def plan_fetches(
     state: TrackerState, configured_ids: Sequence[str], listed_ids: frozenset[str] | None
 ) -> list[str]:
-    """Session IDs that need `GET /sessions/{id}` this cycle, those deferred last cycle first.
+    """Session IDs that need `GET /sessions/{id}` this cycle, oldest data first.
 
-    A session in the active list is never fetched again; an ended one is never
-    fetched again; a configured ID that answered 404 waits until it leaves the
+    Never answered comes first, then by when each was last refreshed, ties in
+    the order given: so under any slowness every session is refreshed in turn,
+    within `ceil(sessions / fetches per cycle)` cycles, and what a cycle had no
+    time for (or a blocked cycle never asked) is first next time. A session in
+    the active list is never fetched again; an ended one is never fetched
+    again; a configured ID that answered 404 waits until it leaves the
     configuration. Besides configured sessions the list did not return, the
     only fetch is the one that records the final state of a discovered session
-    that left the active list.
+    that left the active list. Linear but for the sort.
     """
     wanted = _wanted(state, configured_ids, listed_ids)
-    first = [i for i in dict.fromkeys(state.deferred) if i in set(wanted)]
-    return first + [i for i in wanted if i not in set(first)]
+    sessions = state.sessions
+    never = float("-inf")
+    return sorted(wanted, key=lambda i: sessions[i].refreshed_at if i in sessions else never)
+
+
+def oldest_refresh(state: TrackerState) -> float | None:
+    """When the stalest data still refreshed was fetched, or a configured ID first waited
+    for its first answer (wall time); None when no session is refreshed any more."""
+    times = [t.refreshed_at for t in state.sessions.values() if not t.session.ended]
+    return min([*times, *state.waiting_since.values()], default=None)
 
 
 def _wanted(
@@ -154,16 +166,33 @@ def apply_cycle(
     dropped[LIMIT] += _admit_discovered(
         sessions, newcomers.discovered, max_sessions, now, process_start, ended_total
     )
+    not_found = (state.not_found | result.not_found) & configured
     next_state = TrackerState(
         sessions=MappingProxyType(sessions),
-        not_found=(state.not_found | result.not_found) & configured,
+        not_found=not_found,
         ended_total=MappingProxyType(dict(ended_total)),
         dropped_total=MappingProxyType({reason: dropped[reason] for reason in DROP_REASONS}),
         configured_over_cap=_warn_over_cap(state, sessions, max_sessions),
-        deferred=tuple(result.deferred),
+        waiting_since=_waiting_since(state, result.configured_ids, sessions, not_found, now),
     )
     _log_ended(state.ended_total, ended_total)
     return next_state
+
+
+def _waiting_since(
+    state: TrackerState,
+    configured_ids: Sequence[str],
+    sessions: Mapping[str, Tracked],
+    not_found: frozenset[str],
+    now: float,
+) -> Mapping[str, float]:
+    """Configured IDs with no answer yet (nor a 404): since when each has waited."""
+    waiting = {
+        session_id: state.waiting_since.get(session_id, now)
+        for session_id in configured_ids
+        if session_id not in sessions and session_id not in not_found
+    }
+    return MappingProxyType(waiting)
 
 
 def _log_not_found(not_found: frozenset[str]) -> None:
@@ -198,6 +227,7 @@ def _observe(
         session=latest,
         configured=configured,
         unknown_statuses=_with_unknown(tracked.unknown_statuses, latest.status),
+        refreshed_at=now,
     )
     if not latest.ended:
         return replace(updated, seen_unended=True, ended_at=None)
@@ -218,6 +248,7 @@ def _first_sight(
         configured=configured,
         seen_unended=not session.ended,
         unknown_statuses=_with_unknown((), session.status),
+        refreshed_at=now,
     )
     return _mark_ended(tracked, now, process_start, ended_total) if session.ended else tracked
 

@@ -170,7 +170,7 @@ class ExporterUnderTest:
         else:
             if self.server is not None:
                 self.server.stop()
-            asyncio.run_coroutine_threadsafe(self.app.client.aclose(), self.loop).result(5)
+            asyncio.run_coroutine_threadsafe(self.app.aclose(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(5)
         self.loop.close()

@@ -242,23 +242,29 @@ def test_a_retry_cut_short_by_the_deadline_reports_what_caused_it(
 ) -> None:
     caplog.set_level(logging.INFO)
     world.inject(first)
-    world.inject(Fault(hang=30))  # the retry hangs until the cycle's deadline cuts it
+    world.inject(Fault(hang=30))  # the retry hangs until its deadline cuts it
     exporter = ExporterUnderTest(
         make_settings(api.url, poll_interval=1, request_timeout=5),
         retry=FixedDelay(attempts=3, base_delay=0.1),
     )
     exporter.start_http()
     try:
+        # The retry outlives the first cycle (which has no answer), and its deadline, in
+        # the next one, cuts it: that cycle reports what caused the retry.
+        assert not exporter.cycle()
         assert not exporter.cycle()
         samples = exporter.metrics()
     finally:
         exporter.close()
     assert world.requests_total() == 2
     assert value(samples, "notte_exporter_api_retries_total", endpoint="list_sessions") == 1
+    cut = value(samples, "notte_exporter_api_requests_total", endpoint="list_sessions", code="cut")
+    assert cut == 1
     failed = [r.getMessage() for r in log_lines(caplog.records) if "poll cycle" in r.getMessage()]
-    assert len(failed) == 1
-    assert said in failed[0]
-    assert "timed out" not in failed[0]
+    assert len(failed) == 2
+    assert "no answer" in failed[0]
+    assert said in failed[1]
+    assert "timed out" not in failed[1]
 
 
 def test_backoff_is_exponential_with_full_jitter() -> None:
@@ -350,7 +356,12 @@ def test_a_refused_key_means_down_one_log_line_one_request_a_cycle_and_recovery(
         else:
             world.inject(Fault(status=403))
         caplog.clear()
-        for _ in range(4):
+        # A healthy API gets a full wave at once (a probe would slow a merely slow API):
+        # the first refusal costs at most one request a slot, and every later cycle one.
+        world.reset_requests()
+        assert not exporter.cycle()
+        assert world.requests_total() <= min(len(configured), exporter.settings.max_concurrency)
+        for _ in range(3):
             world.reset_requests()
             assert not exporter.cycle()
             assert world.requests_total() == 1, "a refused key must cost one request a cycle"
@@ -700,18 +711,18 @@ def test_thirty_sessions_behind_a_slow_api_are_all_exported_in_turn_with_notte_u
     assert "deferred" in lines[0]
 
 
-class SteppingMonotonic:
-    """Monotonic time that jumps past any cycle's deadline after every `every` answers
-    of the fake API, so a test decides how many fetches fit in a cycle."""
+class SteppingMonotonic(RequestPacedMonotonic):
+    """Monotonic time that jumps past any cycle's start-by time after every `every`
+    answers the exporter got, so a test decides how many fetches fit in a cycle."""
 
-    def __init__(self, world: SimulatedNotte, every: int) -> None:
-        self.world = world
+    def __init__(self, every: int) -> None:
+        super().__init__(step=100.0)
         self.every = every
         self.steps_left = 1_000_000
 
     def __call__(self) -> float:
-        steps = self.world.requests_total("get_session") // self.every
-        return 5000.0 + 100.0 * min(steps, self.steps_left)
+        steps = 0 if self.metrics is None else int(self.finished()) // self.every
+        return 5000.0 + self.step * min(steps, self.steps_left)
 
 
 def test_deferred_sessions_are_asked_first_next_cycle_and_deferral_logs_its_start_and_end(
@@ -721,13 +732,14 @@ def test_deferred_sessions_are_asked_first_next_cycle_and_deferral_logs_its_star
     configured = [f"c{index}" for index in range(10)]
     for session_id in configured:
         world.add_session(session_id)
-    monotonic = SteppingMonotonic(world, every=3)
+    monotonic = SteppingMonotonic(every=3)
     settings = make_settings(
         api.url, session_ids=configured, discovery=False, poll_interval=10, max_concurrency=1
     )
     app = build_app(
         settings, ApiKeySource(key=SecretStr(API_KEY)), process_metrics=False, monotonic=monotonic
     )
+    monotonic.metrics = app.metrics
     loop = asyncio.new_event_loop()
 
     def cycle() -> tuple[list[str], dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -753,7 +765,7 @@ def test_deferred_sessions_are_asked_first_next_cycle_and_deferral_logs_its_star
         assert value(samples, "notte_exporter_deferred_sessions") == 0
         assert value(samples, "notte_exporter_polls_total", result="failure") == 0
     finally:
-        loop.run_until_complete(app.client.aclose())
+        loop.run_until_complete(app.aclose())
         loop.close()
     lines = [
         r for r in log_lines(caplog.records, level=logging.INFO) if "deferred" in r.getMessage()

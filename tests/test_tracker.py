@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from exporter.model import Session, parse_session
-from exporter.tracker import CycleResult, TrackerState, apply_cycle, plan_fetches
+from exporter.tracker import (
+    CycleResult,
+    TrackerState,
+    apply_cycle,
+    oldest_refresh,
+    plan_fetches,
+)
 
 START = 1_800_000_000.0
 
@@ -184,19 +190,29 @@ def test_unknown_status_is_polled_and_remembered() -> None:
     assert state.sessions["u"].unknown_statuses == ("paused",)
 
 
-def test_sessions_deferred_last_cycle_are_fetched_first() -> None:
+def test_sessions_are_planned_oldest_data_first_never_answered_before_all() -> None:
     configured = ("a", "b", "c", "d")
-    state = cycle(TrackerState(), configured=configured, fetched={"a": session("a")})
-    state = apply_cycle(
-        state,
-        CycleResult(configured, None, {"b": session("b")}, deferred=["d", "c", "gone"]),
-        now=START + 20,
-        process_start=START,
-        retention=900,
-        max_sessions=100,
-    )
-    assert state.deferred == ("d", "c", "gone")
-    assert plan_fetches(state, list(configured), None) == ["d", "c", "a", "b"]
+    state = cycle(TrackerState(), configured=configured, fetched={"b": session("b")})
+    state = cycle(state, configured=configured, fetched={"a": session("a")}, now=START + 20)
+    # c and d never answered: first, in the order given; then b (+10), then a (+20).
+    assert plan_fetches(state, list(configured), None) == ["c", "d", "b", "a"]
+    state = cycle(state, configured=configured, fetched={"d": session("d")}, now=START + 40)
+    assert plan_fetches(state, list(configured), None) == ["c", "b", "a", "d"]
+
+
+def test_oldest_refresh_is_the_stalest_live_data_or_the_longest_wait_for_a_first_answer() -> None:
+    assert oldest_refresh(TrackerState()) is None
+    state = cycle(TrackerState(), configured=("a", "w"), fetched={"a": session("a")}, now=START)
+    assert oldest_refresh(state) == START  # a was refreshed, w has waited, both since START
+    state = cycle(state, configured=("a", "w"), fetched={"a": session("a")}, now=START + 30)
+    assert oldest_refresh(state) == START  # w still waits for its first answer
+    state = cycle(state, configured=("a", "w"), fetched={"w": session("w")}, now=START + 60)
+    assert oldest_refresh(state) == START + 30  # a, last refreshed at +30
+    ended = session("a", "closed", closed_at="2027-01-15T08:01:00Z")
+    state = cycle(state, configured=("a", "w"), fetched={"a": ended}, now=START + 90)
+    assert oldest_refresh(state) == START + 60  # an ended session is refreshed no more
+    state = cycle(state, configured=("a",), now=START + 120)
+    assert oldest_refresh(state) is None  # w left the configuration; a has ended
 
 
 def test_a_session_the_sweep_found_ended_is_tracked_counted_and_kept_for_retention() -> None:
