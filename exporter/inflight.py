@@ -22,7 +22,7 @@ class InFlight(Generic[T]):
     until `take` hands it over."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[T]] = {}
+        self._tasks: dict[str, asyncio.Task[T | Exception]] = {}
         self._arrived: list[tuple[str, T | Exception]] = []
 
     def __contains__(self, key: object) -> bool:
@@ -35,19 +35,20 @@ class InFlight(Generic[T]):
         return iter(self._tasks)
 
     def start(self, key: str, work: Coroutine[Any, Any, T]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks[key] = task
-        task.add_done_callback(lambda done: self._arrive(key, done))
+        self._tasks[key] = asyncio.ensure_future(self._run(key, work))
 
-    def _arrive(self, key: str, task: asyncio.Task[T]) -> None:
-        del self._tasks[key]
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is None:
-            self._arrived.append((key, task.result()))
-        elif isinstance(error, Exception):
-            self._arrived.append((key, error))
+    async def _run(self, key: str, work: Coroutine[Any, Any, T]) -> T | Exception:
+        """The outcome is handed over the moment `work` ends, before anything else runs:
+        whoever its freed request slot wakes sees it (a 401 stops the next request)."""
+        outcome: T | Exception
+        try:
+            outcome = await work
+        except Exception as exc:
+            outcome = exc
+        finally:
+            del self._tasks[key]
+        self._arrived.append((key, outcome))
+        return outcome
 
     def take(self) -> list[tuple[str, T | Exception]]:
         """The outcomes that arrived since the last call, in arrival order."""
@@ -65,8 +66,6 @@ class InFlight(Generic[T]):
         timeout = until - clock()
         if tasks and timeout > 0:
             await asyncio.wait(tasks, timeout=timeout)
-        else:
-            await asyncio.sleep(0)  # a task that just ended hands its outcome over first
 
     async def cancel(self, grace: float) -> None:
         """Cancel every task (at shutdown) and give them `grace` seconds to end."""

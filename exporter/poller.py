@@ -11,7 +11,7 @@ No request is wasted. A request starts only while the cycle has time (its
 start-by time), and only when one of the client's `max_concurrency` slots is
 free: the one bound. A request that started is never cancelled for lack of
 time: its answer, if it comes after the cycle ended, is applied by the next
-cycle (`inflight.py`); each request ends early in the next cycle. The
+cycle (`inflight.py`); each request ends within the next cycle. The
 listing works the same way: a listing the cycle had no time to finish goes
 on, and the next cycle applies it. Sessions a cycle had no
 answer for are *deferred*: their data is now the oldest, so they are asked
@@ -63,8 +63,8 @@ log = logging.getLogger(__name__)
 CYCLE_BUDGET_FRACTION = 0.9
 CYCLE_CUTOFF_FRACTION = 0.95
 # A request may run this share of the interval past its cycle's start-by time:
-# it ends early in the next cycle, which applies its answer.
-REQUEST_OVERTIME = 0.5
+# it ends before the next cycle's start-by time, and that cycle applies its answer.
+REQUEST_OVERTIME = CYCLE_BUDGET_FRACTION
 # Rendering never takes more than this share of the interval from the requests.
 MAX_WARM_FRACTION = 0.5
 SHUTDOWN_GRACE_SECONDS = 1.0
@@ -115,7 +115,7 @@ class _Cycle:
     """What one cycle has learned so far; applied whatever happens."""
 
     start_by: float  # no request starts later
-    deadline: float  # the requests it starts end by then, early in the next cycle
+    deadline: float  # the requests it starts end by then, within the next cycle
     configured: list[str] | None = None
     findings: _Findings = field(default_factory=_Findings)
     planned: list[str] = field(default_factory=list)
@@ -377,13 +377,14 @@ class Poller:
         merely slow nothing waits for it.
         """
         for session_id in cycle.planned:
-            self._take_answers(cycle)
-            if cycle.blocked:
-                return
             try:
                 slot = await self._client.reserve(start_by=cycle.start_by)
             except NotStarted:
                 cycle.cut = True
+                return
+            self._take_answers(cycle)
+            if cycle.blocked:
+                slot.release()
                 return
             fetch = self._client.get_session(
                 session_id, start_by=cycle.start_by, deadline=cycle.deadline, slot=slot

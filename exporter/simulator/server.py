@@ -257,12 +257,20 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
-        self._serve(routed=True)
+        self._counted(routed=True)
 
     def _other_method(self) -> None:
         """Other methods are unknown routes; their body is unread, so the connection closes."""
         self.close_connection = True
-        self._serve(routed=False)
+        self._counted(routed=False)
+
+    def _counted(self, *, routed: bool) -> None:
+        world = self.server.owner.world
+        world.request_began()
+        try:
+            self._serve(routed=routed)
+        finally:
+            world.request_ended()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _other_method
 

@@ -227,6 +227,8 @@ class SimulatedNotte:
         self._faults: list[Fault] = []
         self._log: list[RequestRecord] = []
         self._counts: Counter[str] = Counter()
+        self._in_flight = 0
+        self._max_in_flight = 0
 
     # -- building the world ---------------------------------------------------
     def add_session(
@@ -600,6 +602,22 @@ class SimulatedNotte:
             self._log.append(record)
             self._counts[record.endpoint] += 1
 
+    def request_began(self) -> None:
+        """A request is being served (from its head read to its answer sent, or dropped)."""
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def request_ended(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def max_in_flight(self) -> int:
+        """The most requests served at once since the last `reset_requests`: the API's view
+        of the client's concurrency, counting requests the client gave up on."""
+        with self._lock:
+            return self._max_in_flight
+
     def request_log(self) -> list[RequestRecord]:
         with self._lock:
             return list(self._log)
@@ -612,6 +630,7 @@ class SimulatedNotte:
         with self._lock:
             self._log.clear()
             self._counts.clear()
+            self._max_in_flight = self._in_flight
 
 
 DEMO_TICK_SECONDS = 1.0  # how often a served demo world lives a step
