@@ -206,15 +206,36 @@ def exporter_health() -> dash_model.Dashboard:
         .with_panel(
             graph(
                 "Deferred sessions",
-                "Sessions the last poll cycle had no time to fetch; the next cycle asks them "
-                "first (notte_exporter_deferred_sessions). Above 0 for long, the API is too slow "
-                "for the poll interval and concurrency: NotteExporterSessionsDeferred fires "
-                "after 15 minutes.",
+                "Sessions the last poll cycle got no answer for in time; their data is now the "
+                "oldest, so they are asked first (notte_exporter_deferred_sessions). Above 0 "
+                "for long, the API is too slow for the poll interval and concurrency: "
+                "NotteExporterSessionsDeferred fires after 15 minutes.",
                 "short",
                 query(
                     f"max by (instance) (notte_exporter_deferred_sessions{{{EXPORTER}}})",
                     "{{instance}}",
                 ),
+                width=9,
+            ).min(0)
+        )
+        .with_panel(
+            graph(
+                "Oldest session data",
+                "Age of the stalest values exported for a session still running, or of the "
+                "longest wait for a configured session's first answer "
+                "(notte_exporter_oldest_refresh_age_seconds), against the poll interval. "
+                "Sessions are fetched oldest data first, so this is the one waiting longest: "
+                "NotteExporterSessionDataStale fires past 5 intervals.",
+                "s",
+                query(
+                    f"max by (instance) (notte_exporter_oldest_refresh_age_seconds{{{EXPORTER}}})",
+                    "{{instance}}",
+                ),
+                query(
+                    f"max(notte_exporter_poll_interval_seconds{{{EXPORTER}}})",
+                    "poll interval",
+                ),
+                width=9,
             ).min(0)
         )
         .with_panel(

@@ -86,6 +86,7 @@ CONTRACT_METRICS = {
     "notte_exporter_poll_interval_seconds",
     "notte_exporter_sweep_enabled",
     "notte_exporter_deferred_sessions",
+    "notte_exporter_oldest_refresh_age_seconds",
     "up",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
@@ -324,6 +325,8 @@ def titled(dashboards: dict[str, dict[str, Any]], uid: str, title: str) -> list[
 def test_new_metrics_have_their_panels(dashboards: dict[str, dict[str, Any]]) -> None:
     health = "notte-exporter-health"
     assert "notte_exporter_deferred_sessions" in titled(dashboards, health, "Deferred sessions")[0]
+    oldest = titled(dashboards, health, "Oldest session data")[0]
+    assert "notte_exporter_oldest_refresh_age_seconds" in oldest
     assert "notte_exporter_sweep_enabled" in titled(dashboards, health, "Sweep")[0]
     overview = "notte-sessions-overview"
     (by_reason,) = titled(dashboards, overview, "Sessions ended per minute, by close reason")
