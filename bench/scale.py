@@ -19,7 +19,10 @@ exporter's poll cycle for the machine's cores):
    scrapes), requests per cycle with sessions ended between cycles, and scrape
    latency with and without 200 ms of added API latency;
 6. in-process: one poll cycle plus one fast render, against prometheus-client's
-   `generate_latest` rendering the same families through the Collector;
+   `generate_latest` rendering the same families through the Collector; the
+   cycle's bookkeeping (plan, apply, snapshot; no HTTP) with N configured IDs
+   of which half were deferred, against N discovered ones; and the requests per
+   cycle of three replicas sharing N sessions;
 7. `promtool check metrics` on ours' body.
 
     python bench/scale.py --sessions 1000
@@ -58,13 +61,15 @@ from bench.common import LineCollector
 from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient
 from exporter.configured import ConfiguredIds
+from exporter.model import parse_session
 from exporter.poller import Poller, PollOptions
 from exporter.render import render_session_families
 from exporter.selfmetrics import create_self_metrics
 from exporter.settings import Settings
 from exporter.simulator import Fault, RequestRecord, SimulatedNotte, SimulatorServer
 from exporter.simulator.world import iso
-from exporter.snapshot import SnapshotStore
+from exporter.snapshot import SnapshotStore, build_snapshot
+from exporter.tracker import CycleResult, TrackerState, apply_cycle, plan_fetches
 from tests.oracle import render_with_prometheus_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +91,8 @@ LATENCY_SPEEDUP = 20.0
 STATIC_RATIO = 3.0
 HANG_CHANGE = 0.20
 CYCLE_CPU_RATIO = 1.5
+DEFERRED_PLANNING_RATIO = 2.0  # configured IDs, half deferred, against discovered ones
+SHARDS = 3
 RSS_MIB = 200.0
 
 
@@ -430,6 +437,68 @@ def in_process_poller(settings: Settings) -> tuple[Poller, NotteClient, Snapshot
     return poller, client, store
 
 
+def bookkeeping_cpu(n: int, seed: int, repeats: int = 5) -> dict[str, float]:
+    """Thread CPU of a cycle's bookkeeping (plan_fetches, apply_cycle, build_snapshot),
+    median of `repeats`: N discovered sessions, all listed; and N configured IDs of
+    which the last cycle answered only half (the rest deferred, oldest data first)."""
+    world = make_world(seed, n)
+    sessions = [parse_session(world.session(i)) for i in world.session_ids("active")][:n]
+    ids = [s.session_id for s in sessions]
+    now = time.time()
+
+    def cycle(state: TrackerState, result: CycleResult) -> TrackerState:
+        return apply_cycle(
+            state, result, now=now, process_start=now, retention=900, max_sessions=2 * n
+        )
+
+    def timed(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.thread_time()
+            work()
+            times.append(time.thread_time() - started)
+        return statistics.median(times)
+
+    by_id = {s.session_id: s for s in sessions}
+    listed_ids = frozenset(ids)
+    discovered = cycle(TrackerState(), CycleResult((), sessions, {}))
+    first_half = {s.session_id: s for s in sessions[: n // 2]}
+    configured = cycle(TrackerState(), CycleResult(ids, None, first_half))
+
+    def discovered_cycle() -> None:
+        plan_fetches(discovered, [], listed_ids)
+        build_snapshot(cycle(discovered, CycleResult((), sessions, {})), now, 1)
+
+    def configured_cycle() -> None:
+        planned = plan_fetches(configured, ids, None)  # the deferred half first
+        fetched = {i: by_id[i] for i in planned[: n // 2]}
+        build_snapshot(cycle(configured, CycleResult(ids, None, fetched)), now, 1)
+
+    return {"discovered": timed(discovered_cycle), "configured": timed(configured_cycle)}
+
+
+async def shard_economy(n: int, page_size: int, seed: int) -> list[tuple[Counter[str], int]]:
+    """SHARDS in-process replicas sharing N active sessions: each one's requests in its
+    second (steady) cycle, and how many sessions it exports."""
+    world = make_world(seed, n)
+    found: list[tuple[Counter[str], int]] = []
+    with SimulatorServer(world, api_key=API_KEY) as api:
+        for shard in range(SHARDS):
+            settings = bench_settings(
+                api.url, page_size=page_size, shard=shard, total_shards=SHARDS
+            )
+            poller, client, store = in_process_poller(settings)
+            try:
+                for _ in range(2):
+                    world.reset_requests()
+                    if not await poller.run_cycle():
+                        raise SystemExit(f"a poll cycle of shard {shard} failed")
+                found.append((by_endpoint(world), len(store.current.sessions)))
+            finally:
+                await client.aclose()
+    return found
+
+
 @dataclass
 class SweepEconomy:
     """API requests per cycle with the sweep: bearings, quiet cycles, cycles with churn."""
@@ -738,6 +807,9 @@ def main(argv: list[str] | None = None) -> int:
         # -- 6. in-process: cycle + render vs generate_latest ----------------------------
         note("in-process: poll cycles and renders on this thread")
         inproc = asyncio.run(in_process_cycles(api_ours.url, configured, args, 3))
+        note("in-process: bookkeeping with configured IDs, and three shards' requests")
+        bookkeeping = bookkeeping_cpu(n, args.seed)
+        shards = asyncio.run(shard_economy(n, page_size, args.seed))
 
         # -- 7. promtool ---------------------------------------------------------------
         promtool = shutil.which("promtool")
@@ -887,6 +959,24 @@ def main(argv: list[str] | None = None) -> int:
     say(f"  generate_latest through the Collector:     {collector_cpu * 1000:8.1f} ms")
     say(f"  ratio (cycle + render) / generate_latest:  {cpu_ratio:8.2f}")
     say(f"  fast render identical to generate_latest:  {bool(inproc['identical'][0])}")
+    planning_ratio = bookkeeping["configured"] / bookkeeping["discovered"]
+    say(f"Cycle bookkeeping, thread CPU (plan, apply, snapshot; no HTTP), {n} sessions:")
+    say(f"  discovered, all listed:                     {bookkeeping['discovered'] * 1000:8.1f} ms")
+    say(f"  configured IDs, half deferred last cycle:   {bookkeeping['configured'] * 1000:8.1f} ms")
+    say(f"  ratio configured / discovered:              {planning_ratio:8.2f}")
+
+    say("")
+    shard_bound = math.ceil(n / page_size) + SWEEP_STEADY_MAX
+    shard_ok = sum(exported for _, exported in shards) == n
+    say(f"{SHARDS} shards sharing {n} active sessions, requests in a steady cycle (each replica")
+    say("reads the whole list, page cap max_sessions x total_shards; bound per replica")
+    say(f"ceil({n}/{page_size}) + sweep {SWEEP_STEADY_MAX} = {shard_bound}):")
+    for shard, (counts, exported) in enumerate(shards):
+        total = sum(counts.values())
+        shard_ok = shard_ok and total <= shard_bound
+        say(f"  shard {shard}: {requests_text(counts):<40} exports {exported}")
+    say(f"  all shards: {sum(sum(c.values()) for c, _ in shards)} requests a cycle, "
+        f"{sum(e for _, e in shards)} sessions exported (each once)")  # fmt: skip
 
     say("")
     say(f"promtool check metrics on ours' body ({sizes[('ours', False)] / 1024:.0f} KiB): "
@@ -918,6 +1008,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{ours_steady['sweep']} (at most {SWEEP_STEADY_MAX}); reference {ref_total}"),
         (f"cycle CPU (+ render) <= {CYCLE_CPU_RATIO:g}x generate_latest",
          cpu_ratio <= CYCLE_CPU_RATIO, f"{cpu_ratio:.2f}x"),
+        (f"bookkeeping with configured IDs, half deferred <= {DEFERRED_PLANNING_RATIO:g}x "
+         "discovered", planning_ratio <= DEFERRED_PLANNING_RATIO, f"{planning_ratio:.2f}x"),
+        (f"{SHARDS} shards: every session exported once, requests per replica within the bound",
+         shard_ok, f"{sum(e for _, e in shards)} of {n} sessions"),
         (f"peak RSS <= {RSS_MIB:g} MiB", max(rss["ours"], rss["ours (continuous)"]) <= RSS_MIB,
          f"{max(rss['ours'], rss['ours (continuous)']):.1f} MiB"),
         ("promtool check metrics is clean", promtool_rc == 0 and not lines,

@@ -150,7 +150,8 @@ def exporter_health() -> dash_model.Dashboard:
             graph(
                 "API requests by endpoint and code",
                 "Requests per second to the Notte API, by endpoint and HTTP status (`error` is a "
-                "transport failure or timeout).",
+                "transport failure or timeout; `cut` a request given up on, work thrown away: "
+                "0 in a healthy run).",
                 "reqps",
                 query(
                     "sum by (endpoint, code) "

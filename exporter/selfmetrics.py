@@ -102,7 +102,8 @@ def create_self_metrics(
         ),
         api_requests=Counter(
             "notte_exporter_api_requests_total",
-            "Requests to the Notte API, by endpoint and HTTP status (or error).",
+            "Requests to the Notte API, by endpoint and HTTP status (or error; or cut: given "
+            "up on by its deadline or at shutdown, while the API may still have served it).",
             ["endpoint", "code"],
             registry=registry,
         ),
