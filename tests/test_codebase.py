@@ -180,3 +180,43 @@ def test_the_dead_module_guard_finds_a_module_nothing_imports(tmp_path: Path) ->
     for name, text in files.items():
         (package / name).write_text(text, encoding="utf-8")
     assert dead_modules(tmp_path, {"exporter.cli"}) == ["exporter.orphan", "exporter.sub.lost"]
+
+
+# Runtime dependencies the package never imports, and why they are declared anyway.
+INDIRECT_DEPENDENCIES = {
+    # httpcore imports it on every request to tell asyncio from trio; missing, each
+    # request pays for a failed import (a walk of sys.path).
+    "sniffio": "httpcore",
+}
+# Distribution name -> the module it provides, where the two differ.
+MODULE_OF = {
+    "prometheus-client": "prometheus_client",
+    "pydantic-settings": "pydantic_settings",
+    "pyyaml": "yaml",
+}
+
+
+def imported_top_level() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / PACKAGE).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_runtime_dependency_is_imported_or_says_who_needs_it() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0] for spec in project["dependencies"]}
+    imported = imported_top_level()
+    unused = {
+        name
+        for name in declared
+        if MODULE_OF.get(name, name.replace("-", "_")) not in imported
+        and name not in INDIRECT_DEPENDENCIES
+    }
+    assert unused == set(), f"declared, never imported, no reason given: {sorted(unused)}"
+    stale = {name for name in INDIRECT_DEPENDENCIES if name not in declared}
+    assert stale == set(), f"reasons kept for dependencies no longer declared: {sorted(stale)}"

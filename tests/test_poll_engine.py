@@ -209,7 +209,8 @@ def test_three_shards_over_25000_sessions_see_every_session_exactly_once(
             assert exporter.cycle(timeout=90)
             seen.append(exported(exporter))
             assert world.requests_total("list_sessions") == 25_000 // 100
-            assert exporter.app.metrics.list_truncated._value.get() == 0
+            registry = exporter.app.metrics.registry
+            assert registry.get_sample_value("notte_exporter_session_list_truncated") == 0
         finally:
             exporter.close()
     assert set().union(*seen) == active
