@@ -51,6 +51,7 @@ class _Function:
     data: dict[str, Any]  # the detail object (`FunctionWithLinkResponse`) without `url`
     runs: list[_Run] = field(default_factory=list)
     next_fire: float | None = None
+    by_hand: bool = False  # without a schedule, someone starts a run now and then
 
 
 LIST_FIELDS: Final = (
@@ -116,8 +117,11 @@ class SimulatedAccount:
         name: str | None = None,
         schedule_cron: str | None = None,
         schedule_state: str | None = None,
+        by_hand: bool = False,
         **fields: Any,
     ) -> dict[str, Any]:
+        """A function; `by_hand`: the life starts runs of it now and then (a schedule's
+        runs start at its times)."""
         now = self._clock()
         fid = function_id or f"{self._rng.getrandbits(128):032x}"
         data: dict[str, Any] = {
@@ -148,7 +152,7 @@ class SimulatedAccount:
             "schedule_variables": {} if schedule_cron else None,
         }
         data.update(fields)
-        function = _Function(data)
+        function = _Function(data, by_hand=by_hand)
         self._functions[fid] = function
         self._plan_next(function, now)
         return dict(data)
@@ -167,6 +171,17 @@ class SimulatedAccount:
         """Start a run now (with its browser session); it ends after `seconds` if given."""
         now = self._clock()
         return self._start(self._functions[function_id], now, seconds, fails)
+
+    def backfill(self, function_id: str, *, every: float, count: int) -> None:
+        """Runs that ended in the past, one each `every` seconds before now (no session)."""
+        now = self._clock()
+        function = self._functions[function_id]
+        for index in range(count, 0, -1):
+            started = now - index * every
+            length = self._rng.uniform(*RUN_SECONDS) / 4
+            self._start(function, started, length, self._rng.random() < RUN_FAILURE, session=False)
+            run = function.runs[-1]
+            self._finish(run, RUN_FAILED if run.fails else RUN_CLOSED, started + length)
 
     def end_run(self, function_id: str, run_id: str, status: str = RUN_CLOSED) -> None:
         for run in self._functions[function_id].runs:
@@ -271,13 +286,19 @@ class SimulatedAccount:
                 if now >= function.next_fire:
                     self._start(function, now, None, None)
                     self._plan_next(function, now)
-            elif self._rng.random() < MANUAL_RUN_RATE * seconds:
+            elif function.by_hand and self._rng.random() < MANUAL_RUN_RATE * seconds:
                 self._start(function, now, None, None)
         if self.usage is not None and not self._usage_override:
             self._spend(spent, sum(spent.values()))
 
     def _start(
-        self, function: _Function, now: float, seconds: float | None, fails: bool | None
+        self,
+        function: _Function,
+        now: float,
+        seconds: float | None,
+        fails: bool | None,
+        *,
+        session: bool = True,
     ) -> str:
         rng = self._rng
         run_id = f"{rng.getrandbits(128):032x}"
@@ -290,7 +311,7 @@ class SimulatedAccount:
             "created_at": _iso(now),
             "updated_at": _iso(now),
             "status": RUN_ACTIVE,
-            "session_id": self._start_session(now),
+            "session_id": self._start_session(now) if session else None,
             "local": False,
         }
         length = seconds if seconds is not None else rng.uniform(*RUN_SECONDS)

@@ -607,6 +607,11 @@ class SimulatedNotte:
                 function_id, seconds=math.inf if seconds is None else seconds, fails=fails
             )
 
+    def backfill_runs(self, function_id: str, *, every: float, count: int) -> None:
+        """`count` runs that ended in the past, one each `every` seconds before now."""
+        with self._lock:
+            self._account.backfill(function_id, every=every, count=count)
+
     def end_run(self, function_id: str, run_id: str, status: str = "closed") -> None:
         with self._lock:
             self._account.end_run(function_id, run_id, status)
@@ -733,12 +738,13 @@ def demo_world(seed: int) -> SimulatedNotte:
 def populate_account(world: SimulatedNotte) -> None:
     """A few functions (one on a one-minute rate, one on a weekday cron, one paused, one run
     by hand), a few runs under way, and a usage period whose balance falls as they run."""
-    world.add_function(
+    monitor = world.add_function(
         "7c1e5a0f-0d1e-4b8e-9a59-5b0f3c2d1a01",
         name="checkout-monitor",
         schedule_cron="rate(1 minute)",
         schedule_state="enabled",
     )
+    world.backfill_runs(monitor["function_id"], every=60.0, count=5)
     world.add_function(
         "7c1e5a0f-0d1e-4b8e-9a59-5b0f3c2d1a02",
         name="daily-report",
@@ -752,7 +758,9 @@ def populate_account(world: SimulatedNotte) -> None:
         schedule_cron="cron(30 */6 * * ? *)",
         schedule_state="paused",
     )
-    scraper = world.add_function("7c1e5a0f-0d1e-4b8e-9a59-5b0f3c2d1a04", name="price-scraper")
+    scraper = world.add_function(
+        "7c1e5a0f-0d1e-4b8e-9a59-5b0f3c2d1a04", name="price-scraper", by_hand=True
+    )
     for seconds in (20.0, 75.0):
         world.start_run(scraper["function_id"], seconds=seconds, fails=seconds > 60)
     world.start_usage(balance=42.0)
