@@ -166,11 +166,17 @@ class SimulatedAccount:
         self._functions.pop(function_id, None)
 
     def start_run(
-        self, function_id: str, *, seconds: float | None = None, fails: bool = False
+        self,
+        function_id: str,
+        *,
+        seconds: float | None = None,
+        fails: bool = False,
+        session: bool = True,
     ) -> str:
-        """Start a run now (with its browser session); it ends after `seconds` if given."""
+        """Start a run now (with its browser session, if `session`); it ends after
+        `seconds` if given."""
         now = self._clock()
-        return self._start(self._functions[function_id], now, seconds, fails)
+        return self._start(self._functions[function_id], now, seconds, fails, session=session)
 
     def backfill(self, function_id: str, *, every: float, count: int) -> None:
         """Runs that ended in the past, one each `every` seconds before now (no session)."""

@@ -598,13 +598,21 @@ class SimulatedNotte:
             self._account.delete_function(function_id)
 
     def start_run(
-        self, function_id: str, *, seconds: float | None = None, fails: bool = False
+        self,
+        function_id: str,
+        *,
+        seconds: float | None = None,
+        fails: bool = False,
+        session: bool = True,
     ) -> str:
-        """Start a run now, with its browser session; it ends by itself after `seconds`
-        (on a tick) if given, else when `end_run` says."""
+        """Start a run now, with its browser session unless `session` is false; it ends by
+        itself after `seconds` (on a tick) if given, else when `end_run` says."""
         with self._lock:
             return self._account.start_run(
-                function_id, seconds=math.inf if seconds is None else seconds, fails=fails
+                function_id,
+                seconds=math.inf if seconds is None else seconds,
+                fails=fails,
+                session=session,
             )
 
     def backfill_runs(self, function_id: str, *, every: float, count: int) -> None:
