@@ -399,3 +399,49 @@ def test_usage_is_a_usage_response_whose_balance_falls(
     assert later.total_cost == pytest.approx(total + later.function_usage_cost)
     account.set_usage(None)
     assert account_http.get("/usage").status_code == 404
+
+
+def test_every_account_query_the_exporter_sends_is_the_apis_query(
+    sdk: Sdk, account: SimulatedNotte, serve: Any, clock: Clock
+) -> None:
+    """The functions, runs and run queries, each held to its generated parameters model;
+    `only_active`, `include_system` and `payload_mode` are always sent (the server's
+    defaults differ from list to list)."""
+    server = serve(account)
+    exporter = ExporterUnderTest(
+        make_settings(server.url, page_size=2), clock=clock, monotonic=clock
+    )
+    try:
+        account.reset_requests()
+        for _ in range(4):
+            assert exporter.full_cycle()
+            clock.now += 30
+            account.tick(30)
+    finally:
+        exporter.close()
+    models = {
+        "list_functions": sdk.models.ListFunctionsParametersQuery,
+        "list_function_runs": sdk.models.ListFunctionRunsByFunctionIdParametersQuery,
+        "get_function_run": sdk.models.FunctionRunGetMetadataParametersQuery,
+        "get_function": sdk.models.FunctionDownloadUrlParametersQuery,
+        "functions_health": sdk.models.FunctionRuntimeHealthParametersQuery,
+        "get_usage": sdk.models.GetUsageParametersQuery,
+    }
+    seen = set()
+    for record in account.request_log():
+        if record.endpoint not in models:
+            continue
+        seen.add(record.endpoint)
+        assert record.status == 200, record
+        model = models[record.endpoint]
+        assert set(record.query) <= set(model.model_fields), record.query
+        params = model.model_validate(record.query)
+        if record.endpoint == "list_functions":
+            assert (params.only_active, record.query["include_system"]) == (True, "false")
+        if record.endpoint == "list_function_runs":
+            assert record.query["only_active"] == "false"
+            assert params.page_size == 2
+        if record.endpoint == "get_function_run":
+            assert params.payload_mode == "references"
+    assert seen >= {"list_functions", "list_function_runs", "get_function", "get_usage"}
+    assert "functions_health" in seen
