@@ -513,6 +513,15 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
         ),
     )
     failures = check_panels(prometheus, "healthy", *range_until_now(start))
+    # The session the run under way drives shows its function on the session detail.
+    (under_way,) = [
+        r["session_id"]
+        for r in world.runs_page(FUNCTION, page=1, page_size=100, only_active=True)[0]
+    ]
+    for query in all_panel_queries({"session_id": under_way, "job": JOB}):
+        if (query.dashboard_uid, query.panel_title) in NO_RUN:
+            result = prometheus.query(query.expr)["result"]
+            assert [r["metric"]["function_id"] for r in result] == [FUNCTION], result
 
     # -- 2. Failures: traffic, then sessions end badly, one disappears, API errors, the
     # old sessions join the configuration, and one session lives 3 s between two polls.
