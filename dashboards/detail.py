@@ -111,6 +111,22 @@ def session_detail() -> dash_model.Dashboard:
         )
         .with_panel(
             single(
+                "Function run",
+                "The function run this session serves, while the run is active "
+                "(notte_function_run_session_info); empty for a session no function started.",
+                "none",
+                query(
+                    "max by (function_id, function_run_id) (last_over_time("
+                    f"notte_function_run_session_info{{{SESSION}}}[$__range]))",
+                    "{{function_id}} / {{function_run_id}}",
+                ),
+                width=4,
+            )
+            .text_mode(common.BigValueTextMode.NAME)
+            .no_value("none")
+        )
+        .with_panel(
+            single(
                 "Steps",
                 "Number of steps the session has run.",
                 "short",

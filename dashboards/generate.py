@@ -3,13 +3,13 @@
     .venv/bin/python dashboards/generate.py           # rewrite dashboards/*.json
     .venv/bin/python dashboards/generate.py --check   # exit 1 if a file is out of date
 
-One module per dashboard (`overview`, `detail`, `health`), built on the shared helpers
+One module per dashboard (`overview`, `detail`, `health`, `functions`), built on the shared helpers
 of `panels` with the Grafana Foundation SDK (a dev dependency, pinned; see `sdk`).
 
 Conventions, checked by tests/test_dashboards.py: a `datasource` variable (no
 import-only `${DS_...}` inputs), a `job` variable used by every selector, stable
 uids, a unit and a description on every panel, `$__rate_interval` in every rate,
-and links between the three dashboards that keep the time range and variables.
+and links between the dashboards that keep the time range and variables.
 After changing a dashboard, also run `deploy/kubernetes/generate.py`, which copies
 the JSON into the Kubernetes ConfigMap sources.
 """
@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make `dashboards` and `exporte
     sys.path.insert(0, str(HERE.parent))
 
 from dashboards.detail import session_detail  # noqa: E402
+from dashboards.functions import functions_dashboard  # noqa: E402
 from dashboards.health import exporter_health  # noqa: E402
 from dashboards.overview import sessions_overview  # noqa: E402
 from dashboards.panels import TAG  # noqa: E402
@@ -38,6 +39,7 @@ DASHBOARDS: dict[str, Callable[[], dash_model.Dashboard]] = {
     "notte-sessions-overview.json": sessions_overview,
     "notte-session-detail.json": session_detail,
     "notte-exporter-health.json": exporter_health,
+    "notte-functions.json": functions_dashboard,
 }
 
 

@@ -255,7 +255,57 @@ def sessions_overview() -> dash_model.Dashboard:
         .with_panel(live_sessions_table())
         .with_panel(errored_sessions_table())
     )
-    return finish(board.build())
+    return finish(account_row(board).build())
+
+
+def account_row(board: dash.Dashboard) -> dash.Dashboard:
+    """The account: what this usage period cost so far, the balance, the limits, and
+    whether the usage limit stops new sessions (`GET /usage`, read every 5 minutes)."""
+    return (
+        board.with_row(dash.Row("Account"))
+        .with_panel(
+            graph(
+                "Cost this period, by kind",
+                "What the current usage period has cost so far, by kind (browser, proxy, "
+                "llm, function) and in total, in the account's currency (notte_usage_cost).",
+                "none",
+                query(f"max by (kind) (notte_usage_cost{{{JOB}}})", "{{kind}}"),
+                width=10,
+            )
+        )
+        .with_panel(
+            graph(
+                "Balance",
+                "Balance left of the subscription's and the top-up's limits, and in total, in "
+                "the account's currency (notte_usage_balance). NotteBalanceExhaustedSoon "
+                "fires when its trend reaches 0 within a day.",
+                "none",
+                query(f"max by (kind) (notte_usage_balance{{{JOB}}})", "{{kind}}"),
+                width=8,
+            )
+        )
+        .with_panel(
+            single(
+                "Usage limit",
+                "This period's limits, in the account's currency (notte_usage_limit).",
+                "none",
+                query(f"max by (kind) (notte_usage_limit{{{JOB}}})", "{{kind}}"),
+                width=3,
+            ).text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        )
+        .with_panel(
+            single(
+                "Usage limit state",
+                "Whether the account's usage limit is reached (notte_usage_limit_exceeded): "
+                "then every new session and function run fails.",
+                "none",
+                query(f"max(notte_usage_limit_exceeded{{{JOB}}})"),
+                width=3,
+            )
+            .mappings(value_mappings({"0": ("within limit", "green"), "1": ("EXCEEDED", "red")}))
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+        )
+    )
 
 
 def ended_per_minute(ended: str) -> timeseries.Panel:

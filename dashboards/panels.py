@@ -24,6 +24,7 @@ TAG = "notte-exporter"
 OVERVIEW_UID = "notte-sessions-overview"
 DETAIL_UID = "notte-session-detail"
 HEALTH_UID = "notte-exporter-health"
+FUNCTIONS_UID = "notte-functions"
 
 DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = 'job=~"$job"'

@@ -3,8 +3,11 @@
 `build_app` assembles the parts from settings; `App.serve` runs them until a
 stop signal: APScheduler's `AsyncIOScheduler` runs the poll job (first run at
 start, never two at once, missed runs coalesced) and the HTTP server runs on
-its own thread. SIGHUP re-reads the key file and the web config (`App.reload`),
-the Prometheus convention. `App.poll_once` is `--once`.
+its own thread. A poll job is the sessions' cycle, then, in what is left of
+its budget, the account's part (`account.py`: functions, runtime, usage), so
+the account never delays the sessions and shares their concurrency cap.
+SIGHUP re-reads the key file and the web config (`App.reload`), the Prometheus
+convention. `App.poll_once` is `--once`.
 """
 
 from __future__ import annotations
@@ -14,19 +17,22 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import __version__
+from exporter.account import AccountOptions, AccountPoller
+from exporter.accountsnapshot import AccountStore
 from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient, RetryPolicy
 from exporter.configured import ConfiguredIds
 from exporter.exposition import Exposition
 from exporter.http_server import MetricsServer
-from exporter.poller import Poller, PollOptions
+from exporter.poller import CYCLE_BUDGET_FRACTION, Poller, PollOptions
 from exporter.selfmetrics import SelfMetrics, create_self_metrics
 from exporter.settings import Settings
 from exporter.snapshot import SnapshotStore
@@ -49,13 +55,26 @@ class App:
     exposition: Exposition
     client: NotteClient
     poller: Poller
+    account: AccountPoller | None = None
     web_config: WebConfig | WebConfigWatcher | None = None
     server: MetricsServer | None = None
+    poller_clock: Callable[[], float] = time.monotonic  # the poller's, for the cycle's budget
+
+    async def run_cycle(self) -> bool:
+        """One poll job: the sessions' cycle, then the account's part within the same
+        budget, only after a successful sessions' part; True when the sessions' part
+        succeeded (the account's failures are counted and logged, never the cycle's)."""
+        started = self.poller_clock()
+        succeeded = await self.poller.run_cycle()
+        if succeeded and self.account is not None:
+            budget = self.settings.poll_interval * CYCLE_BUDGET_FRACTION
+            await self.account.run(deadline=started + budget)
+        return succeeded
 
     async def poll_once(self) -> bool:
         """`--once`: one cycle; the caller prints `exposition`."""
         try:
-            return await self.poller.run_cycle()
+            return await self.run_cycle()
         finally:
             await self.aclose()
 
@@ -87,7 +106,7 @@ class App:
             host,
             self.server.port,
         )
-        cycles = _CycleRunner(self.poller)
+        cycles = _CycleRunner(self.run_cycle)
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         scheduler.add_job(
             cycles.run,
@@ -113,12 +132,12 @@ class App:
 class _CycleRunner:
     """The scheduler's job; remembers the cycle in flight so shutdown can cancel it."""
 
-    def __init__(self, poller: Poller) -> None:
-        self._poller = poller
+    def __init__(self, run_cycle: Callable[[], Coroutine[Any, Any, bool]]) -> None:
+        self._run_cycle = run_cycle
         self._task: asyncio.Task[bool] | None = None
 
     async def run(self) -> None:
-        self._task = asyncio.ensure_future(self._poller.run_cycle())
+        self._task = asyncio.ensure_future(self._run_cycle())
         try:
             await self._task
         except asyncio.CancelledError:
@@ -167,7 +186,10 @@ def build_app(
         process_metrics=process_metrics,
     )
     store = SnapshotStore()
-    exposition = Exposition(lambda: store.current, metrics.registry)
+    account_store = AccountStore()
+    exposition = Exposition(
+        lambda: store.current, metrics.registry, account=lambda: account_store.current
+    )
     client = NotteClient(
         base_url=settings.api_url,
         api_key=api_key,
@@ -189,6 +211,17 @@ def build_app(
         clock=clock,
         monotonic=monotonic,
     )
+    account_options = AccountOptions.from_settings(settings)
+    account = None
+    if account_options.enabled:
+        account = AccountPoller(
+            options=account_options,
+            client=client,
+            metrics=metrics,
+            store=account_store,
+            clock=clock,
+            monotonic=monotonic,
+        )
     return App(
         settings=settings,
         api_key=api_key,
@@ -197,5 +230,7 @@ def build_app(
         exposition=exposition,
         client=client,
         poller=poller,
+        account=account,
         web_config=web_config,
+        poller_clock=monotonic,
     )

@@ -1,4 +1,4 @@
-"""The metric catalogue: every family derived from the sessions, declared once.
+"""The metric catalogue: every family derived from the sessions and the account, declared once.
 
 Each entry holds a family's name, help, type and labels side by side with the
 function that fills it from a snapshot, as kube-state-metrics' family
@@ -15,6 +15,16 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Final, Literal
 
+from exporter.accountsnapshot import FUNCTION_INFO_LABELS, AccountSnapshot
+from exporter.functions import Histogram
+from exporter.labels import (
+    BALANCE_KINDS,
+    COST_KINDS,
+    LIMIT_KINDS,
+    RUN_ENDED_STATUSES,
+    RUN_STATUSES,
+    RUNTIME_STATUSES,
+)
 from exporter.snapshot import INFO_LABELS, Counts, SessionValues, Snapshot
 
 Kind = Literal["gauge", "counter"]
@@ -196,5 +206,240 @@ AGGREGATE_FAMILIES: Final = (
         "counter",
         ("reason",),
         attrgetter("dropped_total"),
+    ),
+)
+
+
+# --- the account: functions, their runs, the functions runtime, usage ------------------------
+
+AccountKind = Literal["gauge", "counter", "histogram"]
+# One series of an account family: its label values, and a value (a histogram for histograms).
+AccountSample = tuple[tuple[str, ...], float | Histogram]
+
+
+@dataclass(frozen=True)
+class AccountFamily:
+    """A family of the account snapshot; `series` gives every series it has."""
+
+    name: str
+    help: str
+    kind: AccountKind
+    labels: tuple[str, ...]
+    series: Callable[[AccountSnapshot], Iterable[AccountSample]]
+
+
+def _function_info(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    return (((f.function_id, *f.info), 1.0) for f in snapshot.functions)
+
+
+def _runs_active(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    return (((f.function_id,), float(f.runs_active)) for f in snapshot.functions)
+
+
+def _runs_total(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    return (
+        ((f.function_id, status), float(f.ended_total[status]))
+        for f in snapshot.functions
+        for status in RUN_ENDED_STATUSES
+    )
+
+
+def _run_durations(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    return (((f.function_id,), f.durations) for f in snapshot.functions)
+
+
+def _last_run(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    return (
+        ((f.function_id, status), f.last_run[status])
+        for f in snapshot.functions
+        for status in RUN_STATUSES
+        if status in f.last_run
+    )
+
+
+def _next_run(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    return (((f.function_id,), f.next_run) for f in snapshot.functions if f.next_run is not None)
+
+
+def _run_sessions(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    return ((link, 1.0) for link in snapshot.run_sessions)
+
+
+def _runtime_status(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    runtime = snapshot.runtime
+    if runtime is None:
+        return ()
+    statuses = RUNTIME_STATUSES + (() if runtime.status in RUNTIME_STATUSES else (runtime.status,))
+    return (((status,), 1.0 if status == runtime.status else 0.0) for status in statuses)
+
+
+def _runtime_reachable(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    runtime = snapshot.runtime
+    return () if runtime is None else (((), 1.0 if runtime.reachable else 0.0),)
+
+
+def _runtime_latency(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    runtime = snapshot.runtime
+    if runtime is None or runtime.latency_ms is None:
+        return ()
+    return (((), runtime.latency_ms / 1000.0),)
+
+
+def _usage_kinds(
+    kinds: tuple[str, ...], field_of: Callable[[str], str]
+) -> Callable[[AccountSnapshot], Iterable[AccountSample]]:
+    """One series per kind, read from the usage answer's field for that kind."""
+
+    def series(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+        usage = snapshot.usage
+        if usage is None:
+            return ()
+        return (((kind,), float(getattr(usage, field_of(kind)))) for kind in kinds)
+
+    return series
+
+
+def _usage_value(attribute: str) -> Callable[[AccountSnapshot], Iterable[AccountSample]]:
+    def series(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+        usage = snapshot.usage
+        return () if usage is None else (((), float(getattr(usage, attribute))),)
+
+    return series
+
+
+def _usage_info(snapshot: AccountSnapshot) -> Iterable[AccountSample]:
+    usage = snapshot.usage
+    return () if usage is None else (((usage.plan_type or "", usage.period or ""), 1.0),)
+
+
+_COST_FIELDS = {
+    kind: "total_cost" if kind == "total" else f"{kind}_usage_cost" for kind in COST_KINDS
+}
+_BALANCE_FIELDS = {
+    kind: "balance_amount" if kind == "total" else f"{kind}_balance_amount"
+    for kind in BALANCE_KINDS
+}
+CURRENCY = "in the account's currency"
+
+ACCOUNT_FAMILIES: Final = (
+    AccountFamily(
+        "notte_function_info",
+        "A function's properties as labels (schedule: its EventBridge expression); always 1.",
+        "gauge",
+        ("function_id", *FUNCTION_INFO_LABELS),
+        _function_info,
+    ),
+    AccountFamily(
+        "notte_function_runs_active",
+        "Runs of the function under way.",
+        "gauge",
+        ("function_id",),
+        _runs_active,
+    ),
+    AccountFamily(
+        "notte_function_runs_total",
+        "Runs of the function this process saw end, by final status.",
+        "counter",
+        ("function_id", "status"),
+        _runs_total,
+    ),
+    AccountFamily(
+        "notte_function_run_duration_seconds",
+        "Duration of the function's ended runs (updated_at - created_at).",
+        "histogram",
+        ("function_id",),
+        _run_durations,
+    ),
+    AccountFamily(
+        "notte_function_last_run_timestamp_seconds",
+        "Start of the function's newest run of each status, Unix seconds.",
+        "gauge",
+        ("function_id", "status"),
+        _last_run,
+    ),
+    AccountFamily(
+        "notte_function_next_run_timestamp_seconds",
+        "Enabled schedules: the first run due after the newest run seen, Unix seconds; "
+        "in the past while a run is late.",
+        "gauge",
+        ("function_id",),
+        _next_run,
+    ),
+    AccountFamily(
+        "notte_function_run_session_info",
+        "Active runs: the browser session each one drives; always 1.",
+        "gauge",
+        ("function_id", "function_run_id", "session_id"),
+        _run_sessions,
+    ),
+    AccountFamily(
+        "notte_functions_runtime_status",
+        "The functions runtime's health as a state set: 1 for the current status.",
+        "gauge",
+        ("status",),
+        _runtime_status,
+    ),
+    AccountFamily(
+        "notte_functions_runtime_reachable",
+        "1 when the functions runtime answered the API's probe, else 0.",
+        "gauge",
+        (),
+        _runtime_reachable,
+    ),
+    AccountFamily(
+        "notte_functions_runtime_latency_seconds",
+        "Round trip from the API to the functions runtime.",
+        "gauge",
+        (),
+        _runtime_latency,
+    ),
+    AccountFamily(
+        "notte_usage_cost",
+        f"Cost of this usage period so far, by kind, {CURRENCY}.",
+        "gauge",
+        ("kind",),
+        _usage_kinds(COST_KINDS, _COST_FIELDS.__getitem__),
+    ),
+    AccountFamily(
+        "notte_usage_sessions",
+        "Sessions started in this usage period.",
+        "gauge",
+        (),
+        _usage_value("session_count"),
+    ),
+    AccountFamily(
+        "notte_usage_functions",
+        "Functions counted in this usage period.",
+        "gauge",
+        (),
+        _usage_value("function_count"),
+    ),
+    AccountFamily(
+        "notte_usage_balance",
+        f"Balance left, by kind, {CURRENCY}.",
+        "gauge",
+        ("kind",),
+        _usage_kinds(BALANCE_KINDS, _BALANCE_FIELDS.__getitem__),
+    ),
+    AccountFamily(
+        "notte_usage_limit",
+        f"Usage limit of this period, by kind, {CURRENCY}.",
+        "gauge",
+        ("kind",),
+        _usage_kinds(LIMIT_KINDS, "{}_limit_amount".format),
+    ),
+    AccountFamily(
+        "notte_usage_limit_exceeded",
+        "1 when the account's usage limit is reached: new sessions and runs fail.",
+        "gauge",
+        (),
+        _usage_value("is_usage_limit_exceeded"),
+    ),
+    AccountFamily(
+        "notte_usage_info",
+        "The account's plan and the usage period the usage families describe; always 1.",
+        "gauge",
+        ("plan", "period"),
+        _usage_info,
     ),
 )

@@ -50,25 +50,33 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from exporter import __version__
+from exporter.accountmodel import Function, FunctionDetail, FunctionRun, RuntimeHealth, Usage
 from exporter.apikey import ApiKeySource
 from exporter.body import BodyTooLarge, BodyUndecodable, read_body
 from exporter.labels import (
     BAD_SHAPE,
     CUT,
+    FUNCTIONS_HEALTH,
+    GET_FUNCTION,
+    GET_FUNCTION_RUN,
     GET_SESSION,
+    GET_USAGE,
     INVALID_ITEM,
+    LIST_FUNCTION_RUNS,
+    LIST_FUNCTIONS,
     LIST_SESSIONS,
     NOT_JSON,
     STATUSES,
     TOO_LARGE,
     TRANSPORT_ERROR,
+    UNAVAILABLE,
     UNKNOWN_STATUS,
     UNUSABLE_ID,
     WRONG_SESSION,
@@ -539,6 +547,132 @@ class NotteClient:
 
     def _count_bad(self, endpoint: str, kind: str) -> None:
         self._metrics.bad_api_data.labels(endpoint=endpoint, kind=kind).inc()
+
+    # -- the account beyond sessions: functions, runs, the runtime, usage ----------
+    # Each takes one of the request slots every request shares (`_call`): the
+    # account's requests count against the same `max_concurrency`.
+
+    async def _call(
+        self, endpoint: str, path: str, params: dict[str, str] | None, deadline: float
+    ) -> Any:
+        """One request that starts, and ends, by `deadline`, in a slot of its own."""
+        async with self._holding(None, deadline):
+            return await self._request(endpoint, path, params, _Window(deadline, deadline))
+
+    async def list_functions(
+        self, *, page: int, page_size: int, include_system: bool, deadline: float
+    ) -> ItemsPage[Function]:
+        """One page of `GET /functions/`; `only_active=true` (functions not deleted) and
+        `include_system` are always sent, the API's defaults being undocumented promises."""
+        params = _account_params(page, page_size, only_active=True, include_system=include_system)
+        body = await self._call(LIST_FUNCTIONS, "/functions/", params, deadline)
+        return self._account_page(LIST_FUNCTIONS, body, Function, page)
+
+    async def get_function(self, function_id: str, *, deadline: float) -> FunctionDetail:
+        """`GET /functions/{id}`, for its schedule; its download `url` is never read."""
+        path = "/functions/" + self._account_segment(GET_FUNCTION, function_id)
+        body = await self._call(GET_FUNCTION, path, None, deadline)
+        return self._account_object(GET_FUNCTION, body, FunctionDetail)
+
+    async def list_function_runs(
+        self, function_id: str, *, page: int, page_size: int, include_system: bool, deadline: float
+    ) -> ItemsPage[FunctionRun]:
+        """One page of a function's runs of every status (`only_active=false`, sent)."""
+        segment = self._account_segment(LIST_FUNCTION_RUNS, function_id)
+        params = _account_params(page, page_size, only_active=False, include_system=include_system)
+        body = await self._call(LIST_FUNCTION_RUNS, f"/functions/{segment}/runs/", params, deadline)
+        return self._account_page(LIST_FUNCTION_RUNS, body, FunctionRun, page)
+
+    async def get_function_run(
+        self, function_id: str, run_id: str, *, deadline: float
+    ) -> FunctionRun:
+        """One run, with `payload_mode=references` so no log or result is downloaded."""
+        segments = [self._account_segment(GET_FUNCTION_RUN, i) for i in (function_id, run_id)]
+        path = "/functions/{}/runs/{}".format(*segments)
+        params = {"payload_mode": "references"}
+        body = await self._call(GET_FUNCTION_RUN, path, params, deadline)
+        return self._account_object(GET_FUNCTION_RUN, body, FunctionRun)
+
+    async def functions_health(self, *, deadline: float) -> RuntimeHealth:
+        """`GET /functions/health`: the functions runtime as the API sees it."""
+        body = await self._call(FUNCTIONS_HEALTH, "/functions/health", None, deadline)
+        return self._account_object(FUNCTIONS_HEALTH, body, RuntimeHealth)
+
+    async def get_usage(self, *, deadline: float) -> Usage:
+        """`GET /usage` for the current period; a 404 is counted as `unavailable`."""
+        try:
+            body = await self._call(GET_USAGE, "/usage", None, deadline)
+        except NotFound:
+            self._count_bad(GET_USAGE, UNAVAILABLE)
+            raise
+        return self._account_object(GET_USAGE, body, Usage)
+
+    def _account_segment(self, endpoint: str, identifier: str) -> str:
+        """An ID as one path segment, or `UnusableSessionId` (counted) when none can carry it."""
+        problem = _id_problem(identifier)
+        if problem is not None:
+            self._count_bad(endpoint, UNUSABLE_ID)
+            raise UnusableSessionId(f"{endpoint}: cannot ask for {preview(identifier)}: {problem}")
+        return quote(identifier, safe="").replace(".", "%2E")
+
+    def _account_object(self, endpoint: str, body: Any, model: type[_Model]) -> _Model:
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            self._count_bad(endpoint, BAD_SHAPE)
+            raise BadResponse(
+                f"{endpoint}: the answer does not fit: {describe_invalid(exc)}"
+            ) from None
+
+    def _account_page(
+        self, endpoint: str, body: Any, model: type[_Model], page: int
+    ) -> ItemsPage[_Model]:
+        """A page object (or a bare list); invalid items are skipped, logged and counted."""
+        if isinstance(body, list):
+            raw, has_next = body, None
+        elif isinstance(body, dict) and isinstance(body.get("items"), list):
+            raw, has_next = body["items"], body.get("has_next")
+        else:
+            self._count_bad(endpoint, BAD_SHAPE)
+            raise BadResponse(f"{endpoint}: the body is neither a list nor an object with items")
+        items: list[_Model] = []
+        for index, item in enumerate(raw):
+            try:
+                items.append(model.model_validate(item))
+            except ValidationError as exc:
+                self._count_bad(endpoint, INVALID_ITEM)
+                log.warning(
+                    "%s: skipping an invalid item: page %d item %d: %s",
+                    endpoint,
+                    page,
+                    index,
+                    describe_invalid(exc),
+                )
+        return ItemsPage(tuple(items), len(raw), has_next if isinstance(has_next, bool) else None)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ItemsPage(Generic[_Model]):
+    """One page of an account listing: the valid items, how many raw items it held (a
+    short page ends the listing), and its `has_next` (None for a bare list)."""
+
+    items: tuple[_Model, ...]
+    item_count: int
+    has_next: bool | None
+
+
+def _account_params(
+    page: int, page_size: int, *, only_active: bool, include_system: bool
+) -> dict[str, str]:
+    return {
+        "page": str(page),
+        "page_size": str(page_size),
+        "only_active": "true" if only_active else "false",
+        "include_system": "true" if include_system else "false",
+    }
 
 
 @dataclass(frozen=True)

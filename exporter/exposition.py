@@ -1,4 +1,4 @@
-"""The `/metrics` body: the cached session part plus the live self part.
+"""The `/metrics` body: the cached session part, then the account part and the live self part.
 
 The session part (every `notte_session*` family and the aggregates) only
 changes when a poll cycle publishes a new snapshot, so it is rendered at most
@@ -8,7 +8,8 @@ poll cycle renders it ahead (`warm`) right after publishing, and scrapes that
 arrive meanwhile get the previous snapshot's part, so no scrape waits for a
 render (hundreds of milliseconds at 10,000 sessions). The exporter's own
 metrics (API requests, process, poll timings) are rendered at every scrape;
-they are a few dozen lines.
+they are a few dozen lines. So is the account part (functions, the runtime,
+usage: `render.render_account_families`), rendered at every scrape too.
 
 Gzip keeps that split: the session part is compressed once into a deflate
 stream that is flushed but not finished; a scrape copies the compressor,
@@ -28,7 +29,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
-from exporter.render import render_session_families
+from exporter.accountsnapshot import AccountSnapshot
+from exporter.render import account_registry, render_account_families, render_session_families
 from exporter.snapshot import Snapshot
 
 # The contract's text format 0.0.4, which is what the body is; prometheus-client
@@ -90,9 +92,16 @@ class Exposition:
     time a scrape gets the current snapshot, rendering it itself when nothing has.
     """
 
-    def __init__(self, snapshot: Callable[[], Snapshot], self_registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        self_registry: CollectorRegistry,
+        *,
+        account: Callable[[], AccountSnapshot] | None = None,
+    ) -> None:
         self._snapshot = snapshot
         self._self_registry = self_registry
+        self._account = None if account is None else account_registry(account)
         self._render_lock = threading.Lock()  # one render at a time, never the same one twice
         self._rendered: dict[bool, _Rendered] = {}  # by openmetrics; entries replaced, not mutated
         self._warming = False
@@ -114,6 +123,8 @@ class Exposition:
         if (openmetrics, gzip) not in self._requested:
             self._requested = self._requested | {(openmetrics, gzip)}
         tail = _render(self._self_registry, openmetrics) + (_EOF if openmetrics else b"")
+        if self._account is not None:
+            tail = render_account_families(self._account, openmetrics) + tail
         part = self._part(openmetrics, gzip)
         if gzip:
             assert part.gzip is not None

@@ -29,9 +29,28 @@ CONFIGURED, DISCOVERED = SOURCES
 DROP_REASONS: Final = ("retention", "not_found", "limit")
 RETENTION, NOT_FOUND, LIMIT = DROP_REASONS
 
-# The two API operations the exporter calls (`endpoint` label).
-ENDPOINTS: Final = ("get_session", "list_sessions")
-GET_SESSION, LIST_SESSIONS = ENDPOINTS
+# The API operations the exporter calls (`endpoint` label): the sessions' two, then the
+# account's (functions, their runs, the functions runtime, usage).
+ENDPOINTS: Final = (
+    "get_session",
+    "list_sessions",
+    "list_functions",
+    "get_function",
+    "list_function_runs",
+    "get_function_run",
+    "functions_health",
+    "get_usage",
+)
+(
+    GET_SESSION,
+    LIST_SESSIONS,
+    LIST_FUNCTIONS,
+    GET_FUNCTION,
+    LIST_FUNCTION_RUNS,
+    GET_FUNCTION_RUN,
+    FUNCTIONS_HEALTH,
+    GET_USAGE,
+) = ENDPOINTS
 # `notte_exporter_api_requests_total{code}`: the HTTP status, or one of these: a transport
 # failure, or a request the exporter gave up on while the API may still have been serving it
 # (cut by its deadline, or at shutdown): work thrown away, 0 in a healthy run.
@@ -52,7 +71,37 @@ BAD_DATA_KINDS: Final = (
     "wrong_session",
     "too_large",
     "unusable_id",
+    "bad_schedule",
+    "unavailable",
 )
-INVALID_ITEM, NOT_JSON, BAD_SHAPE, UNKNOWN_STATUS, WRONG_SESSION, TOO_LARGE, UNUSABLE_ID = (
-    BAD_DATA_KINDS
-)
+# `bad_schedule`: a function's schedule expression that cannot be read (no next-run series);
+# `unavailable`: an account endpoint the API answers 404 for (`/usage` on some deployments).
+(
+    INVALID_ITEM,
+    NOT_JSON,
+    BAD_SHAPE,
+    UNKNOWN_STATUS,
+    WRONG_SESSION,
+    TOO_LARGE,
+    UNUSABLE_ID,
+    BAD_SCHEDULE,
+    UNAVAILABLE,
+) = BAD_DATA_KINDS
+
+# Function run statuses (`FunctionRunListItemResponse.status`); the last two are ended.
+RUN_STATUSES: Final = ("active", "closed", "failed")
+RUN_ACTIVE, RUN_CLOSED, RUN_FAILED = RUN_STATUSES
+RUN_ENDED_STATUSES: Final = (RUN_CLOSED, RUN_FAILED)
+
+# A function's schedule state (`FunctionWithLinkResponse.schedule_state`; null: no schedule).
+SCHEDULE_STATES: Final = ("enabled", "paused")
+SCHEDULE_ENABLED, SCHEDULE_PAUSED = SCHEDULE_STATES
+
+# The functions runtime (`FunctionRuntimeHealthResponse.status`).
+RUNTIME_STATUSES: Final = ("ok", "degraded", "unreachable")
+RUNTIME_OK, RUNTIME_DEGRADED, RUNTIME_UNREACHABLE = RUNTIME_STATUSES
+
+# `notte_usage_cost{kind}`, `notte_usage_balance{kind}`, `notte_usage_limit{kind}`.
+COST_KINDS: Final = ("browser", "proxy", "llm", "function", "total")
+BALANCE_KINDS: Final = ("subscription", "topup", "total")
+LIMIT_KINDS: Final = ("subscription", "topup")

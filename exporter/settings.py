@@ -138,6 +138,33 @@ class Settings(BaseSettings):
         description="with discovery, also list the newest sessions of any status each cycle, "
         "so sessions that start and end between two polls are seen",
     )
+    functions: bool = _setting(
+        "NOTTE_EXPORTER_FUNCTIONS",
+        "--functions",
+        True,
+        description="export the account's functions, their runs and the functions runtime's "
+        "health, after the sessions' part of each cycle",
+    )
+    functions_interval: PositiveSeconds | None = _setting(
+        "NOTTE_EXPORTER_FUNCTIONS_INTERVAL",
+        "--functions-interval",
+        None,
+        description="seconds between reads of the functions (a multiple of the poll interval "
+        "in effect: they run within a poll cycle)",
+        shown_default="the poll interval",
+    )
+    usage: bool = _setting(
+        "NOTTE_EXPORTER_USAGE",
+        "--usage",
+        True,
+        description="export the account's usage, limits and balance for the current period",
+    )
+    usage_interval: PositiveSeconds = _setting(
+        "NOTTE_EXPORTER_USAGE_INTERVAL",
+        "--usage-interval",
+        300.0,
+        description="seconds between reads of the usage (it changes slowly)",
+    )
     poll_interval: PositiveSeconds = _setting(
         "NOTTE_EXPORTER_POLL_INTERVAL",
         "--poll-interval",

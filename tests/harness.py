@@ -141,6 +141,11 @@ class ExporterUnderTest:
         future = asyncio.run_coroutine_threadsafe(self.app.poller.run_cycle(), self.loop)
         return future.result(timeout)
 
+    def full_cycle(self, timeout: float = 30) -> bool:
+        """One poll job as the scheduler runs it: the sessions' cycle, then the account's part."""
+        future = asyncio.run_coroutine_threadsafe(self.app.run_cycle(), self.loop)
+        return future.result(timeout)
+
     # -- the whole app, scheduler included -------------------------------------
     def serve(self) -> None:
         async def main() -> None:

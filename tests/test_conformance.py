@@ -14,6 +14,7 @@ nothing can reach the internet.
 
 from __future__ import annotations
 
+import json
 import tomllib
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ import pytest
 
 from exporter.labels import CLOSE_REASONS, ENDED_STATUSES, LIST_SESSIONS, STATUSES
 from exporter.simulator import SimulatedNotte, SimulatorServer
+from exporter.simulator.world import populate_account
 from tests.harness import API_KEY, Clock, ExporterUnderTest, make_settings
 
 SDK_VERSION = "1.10.0"
@@ -244,3 +246,202 @@ def test_the_sdk_client_lists_and_reads_the_simulators_sessions(
         ended = client.sessions.status(world.session_ids("timed_out")[0])
         assert ended.close_reason in ("idle_timeout", "max_duration")
         assert {r.path for r in world.request_log() if r.endpoint == LIST_SESSIONS} == {LIST}
+
+
+# --- beyond sessions: functions, runs, the runtime, usage -----------------------------------
+
+
+@pytest.fixture
+def account(clock: Clock) -> SimulatedNotte:
+    """The demo's account after ten minutes of life: scheduled and hand-run functions, runs
+    under way, closed and failed, and a usage period."""
+    world = SimulatedNotte(seed=5, clock=clock)
+    populate_account(world)
+    world.add_function("gone", name="retired", status="deleted")
+    for _ in range(600):
+        clock.now += 1
+        world.tick(1)
+    return world
+
+
+@pytest.fixture
+def account_http(account: SimulatedNotte, serve: Any) -> Iterator[httpx.Client]:
+    server = serve(account)
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=10
+    ) as client:
+        yield client
+
+
+def pages_of(http: httpx.Client, path: str, **params: Any) -> list[httpx.Response]:
+    answers = []
+    for page in range(1, 1000):
+        answer = http.get(path, params={**params, "page": page})
+        assert answer.status_code == 200, answer.text
+        answers.append(answer)
+        if not answer.json()["has_next"]:
+            return answers
+    raise AssertionError("the listing never ends")
+
+
+def strict(model: Any, content: bytes | dict[str, Any]) -> Any:
+    """Validate an answer against a generated model, and hold it to no field the model lacks
+    (these models ignore extra fields, so `model_extra` cannot tell)."""
+    raw = json.loads(content) if isinstance(content, bytes) else content
+    extra = set(raw) - set(model.model_fields)
+    assert not extra, f"fields {model.__name__} does not have: {extra}"
+    return model.model_validate(raw)
+
+
+@pytest.mark.parametrize("only_active", ["true", "false"])
+def test_every_functions_page_is_a_paginated_function_list(
+    sdk: Sdk, account_http: httpx.Client, only_active: str
+) -> None:
+    model = sdk.models.PaginatedResponseFunctionListItemResponse
+    items = []
+    for answer in pages_of(account_http, "/functions/", page_size=2, only_active=only_active):
+        assert set(answer.json()) == set(model.model_fields)
+        page = model.model_validate_json(answer.content)
+        for raw in answer.json()["items"]:
+            strict(sdk.models.FunctionListItemResponse, raw)
+        items += page.items
+    names = {item.name for item in items}
+    assert ("retired" in names) is (only_active == "false")
+    assert {"checkout-monitor", "daily-report", "lead-enricher", "price-scraper"} <= names
+
+
+def test_every_function_detail_is_a_function_with_link(
+    sdk: Sdk, account: SimulatedNotte, account_http: httpx.Client
+) -> None:
+    listed = account_http.get("/functions/", params={"only_active": "false"}).json()["items"]
+    schedules = {}
+    for item in listed:
+        answer = account_http.get(f"/functions/{item['function_id']}")
+        assert answer.status_code == 200
+        detail = strict(sdk.models.FunctionWithLinkResponse, answer.content)
+        schedules[detail.name] = (detail.schedule_cron, detail.schedule_state)
+    assert schedules["checkout-monitor"] == ("rate(1 minute)", "enabled")
+    assert schedules["lead-enricher"][1] == "paused"
+    assert schedules["price-scraper"] == (None, None)
+    assert account_http.get("/functions/nope").status_code == 404
+
+
+def test_every_runs_page_is_a_paginated_run_list_and_every_run_a_run_response(
+    sdk: Sdk, account: SimulatedNotte, account_http: httpx.Client
+) -> None:
+    model = sdk.models.PaginatedResponseFunctionRunListItemResponse
+    statuses = set()
+    listed = account_http.get("/functions/", params={"only_active": "false"}).json()["items"]
+    for item in listed:
+        path = f"/functions/{item['function_id']}/runs/"
+        for answer in pages_of(account_http, path, page_size=5, only_active="false"):
+            assert set(answer.json()) == set(model.model_fields)
+            page = model.model_validate_json(answer.content)
+            for raw in answer.json()["items"]:
+                strict(sdk.models.FunctionRunListItemResponse, raw)
+            for run in page.items:
+                statuses.add(run.status)
+                one = account_http.get(
+                    f"{path}{run.function_run_id}", params={"payload_mode": "references"}
+                )
+                detail = strict(sdk.models.GetFunctionRunResponse, one.content)
+                assert (detail.status, detail.session_id) == (run.status, run.session_id)
+                assert (detail.logs, detail.result) == (None, None)
+                assert (detail.stopped_at is None) is (run.status == "active")
+                assert run.session_id is None or account.session(run.session_id) is not None
+    assert statuses == {"active", "closed", "failed"}
+
+
+def test_the_runs_listing_defaults_to_every_status(
+    sdk: Sdk, account: SimulatedNotte, account_http: httpx.Client
+) -> None:
+    assert sdk.models.ListFunctionRunsByFunctionIdParametersQuery().only_active is False
+    assert sdk.models.ListFunctionsParametersQuery().only_active is True
+    fid = account_http.get("/functions/").json()["items"][0]["function_id"]
+    every = account_http.get(f"/functions/{fid}/runs/", params={"page_size": 100}).json()
+    active = account_http.get(
+        f"/functions/{fid}/runs/", params={"page_size": 100, "only_active": "true"}
+    ).json()
+    assert {r["status"] for r in active["items"]} <= {"active"}
+    assert len(every["items"]) >= len(active["items"])
+    for params in ({"page_size": 101}, {"only_active": "perhaps"}, {"source": "fax"}):
+        answer = account_http.get(f"/functions/{fid}/runs/", params=params)
+        assert answer.status_code == 422
+        assert sdk.models.HTTPValidationError.model_validate_json(answer.content).detail
+
+
+@pytest.mark.parametrize("status", ["ok", "degraded", "unreachable"])
+def test_the_runtime_health_is_a_runtime_health_response(
+    sdk: Sdk, account: SimulatedNotte, account_http: httpx.Client, status: str
+) -> None:
+    account.set_runtime(status)
+    answer = account_http.get("/functions/health")
+    health = strict(sdk.models.FunctionRuntimeHealthResponse, answer.content)
+    assert health.status == status
+    assert health.reachable is (status != "unreachable")
+    assert (health.latency_ms is None) is (status == "unreachable")
+
+
+def test_usage_is_a_usage_response_whose_balance_falls(
+    sdk: Sdk, account: SimulatedNotte, account_http: httpx.Client, clock: Clock
+) -> None:
+    first = strict(sdk.models.UsageResponse, account_http.get("/usage").content)
+    for _ in range(120):
+        clock.now += 1
+        account.tick(1)
+    later = strict(sdk.models.UsageResponse, account_http.get("/usage").content)
+    assert later.balance_amount < first.balance_amount
+    assert later.total_cost > first.total_cost
+    assert later.balance_amount == pytest.approx(
+        later.subscription_balance_amount + later.topup_balance_amount
+    )
+    total = later.browser_usage_cost + later.proxy_usage_cost + later.llm_usage_cost
+    assert later.total_cost == pytest.approx(total + later.function_usage_cost)
+    account.set_usage(None)
+    assert account_http.get("/usage").status_code == 404
+
+
+def test_every_account_query_the_exporter_sends_is_the_apis_query(
+    sdk: Sdk, account: SimulatedNotte, serve: Any, clock: Clock
+) -> None:
+    """The functions, runs and run queries, each held to its generated parameters model;
+    `only_active`, `include_system` and `payload_mode` are always sent (the server's
+    defaults differ from list to list)."""
+    server = serve(account)
+    exporter = ExporterUnderTest(
+        make_settings(server.url, page_size=2), clock=clock, monotonic=clock
+    )
+    try:
+        account.reset_requests()
+        for _ in range(4):
+            assert exporter.full_cycle()
+            clock.now += 30
+            account.tick(30)
+    finally:
+        exporter.close()
+    models = {
+        "list_functions": sdk.models.ListFunctionsParametersQuery,
+        "list_function_runs": sdk.models.ListFunctionRunsByFunctionIdParametersQuery,
+        "get_function_run": sdk.models.FunctionRunGetMetadataParametersQuery,
+        "get_function": sdk.models.FunctionDownloadUrlParametersQuery,
+        "functions_health": sdk.models.FunctionRuntimeHealthParametersQuery,
+        "get_usage": sdk.models.GetUsageParametersQuery,
+    }
+    seen = set()
+    for record in account.request_log():
+        if record.endpoint not in models:
+            continue
+        seen.add(record.endpoint)
+        assert record.status == 200, record
+        model = models[record.endpoint]
+        assert set(record.query) <= set(model.model_fields), record.query
+        params = model.model_validate(record.query)
+        if record.endpoint == "list_functions":
+            assert (params.only_active, record.query["include_system"]) == (True, "false")
+        if record.endpoint == "list_function_runs":
+            assert record.query["only_active"] == "false"
+            assert params.page_size == 2
+        if record.endpoint == "get_function_run":
+            assert params.payload_mode == "references"
+    assert seen >= {"list_functions", "list_function_runs", "get_function", "get_usage"}
+    assert "functions_health" in seen

@@ -26,12 +26,18 @@ from dashboards.queries import (
     variable_queries,
 )
 from dashboards.queries import panels as board_panels
+from exporter.catalogue import ACCOUNT_FAMILIES
 from exporter.labels import STATUSES
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"
 
-UIDS = {"notte-sessions-overview", "notte-session-detail", "notte-exporter-health"}
+UIDS = {
+    "notte-sessions-overview",
+    "notte-session-detail",
+    "notte-exporter-health",
+    "notte-functions",
+}
 
 # Grafana unit ids (packages/grafana-data/src/valueFormats/categories.ts) we may use.
 KNOWN_UNITS = {
@@ -92,6 +98,16 @@ CONTRACT_METRICS = {
     "process_cpu_seconds_total",
     "process_open_fds",
     "process_max_fds",
+}
+# The account's families (issue 18), named by the catalogue: a histogram's series too.
+ACCOUNT_METRICS = {
+    name
+    for family in ACCOUNT_FAMILIES
+    for name in (
+        [f"{family.name}_{part}" for part in ("bucket", "sum", "count")]
+        if family.kind == "histogram"
+        else [family.name]
+    )
 }
 
 SELECTOR = re.compile(r"(?P<metric>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<matchers>[^}]*)\}")
@@ -222,7 +238,9 @@ def test_every_selector_filters_on_the_job_variable(dashboards: dict[str, dict[s
                 assert len(JOB_MATCHER.findall(matchers)) == 1, (
                     f"{query.panel_title}: {query.template}"
                 )
-                assert selector.group("metric") in CONTRACT_METRICS, selector.group("metric")
+                assert selector.group("metric") in CONTRACT_METRICS | ACCOUNT_METRICS, (
+                    selector.group("metric")
+                )
 
 
 def test_dashboards_link_to_each_other_keeping_time_and_variables(
@@ -290,7 +308,7 @@ def test_variable_queries_are_series_selectors(dashboards: dict[str, dict[str, A
     assert found[("notte-session-detail", "session_id")].selector == (
         'notte_session_status{job=~".+"}'
     )
-    assert {name for _, name in found} == {"job", "session_id", "instance"}
+    assert {name for _, name in found} == {"job", "session_id", "instance", "function_id"}
 
 
 def test_every_panel_query_is_valid_promql(tmp_path: Path) -> None:

@@ -276,7 +276,7 @@ def test_compose_grafana_provisions_the_datasource_and_the_dashboards() -> None:
     )["providers"]
     path = provider["options"]["path"]
     assert mounts[path] == ROOT / "dashboards"
-    assert len(DASHBOARDS) == 3
+    assert len(DASHBOARDS) == 4
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (mounts[str(Path(home).parent)] / Path(home).name).exists()
 
@@ -343,6 +343,7 @@ def test_generated_kubernetes_files_are_up_to_date() -> None:
 def test_kustomize_renders_the_base(rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
     kinds = sorted(kind for kind, _ in rendered)
     assert kinds == [
+        "ConfigMap",
         "ConfigMap",
         "ConfigMap",
         "ConfigMap",

@@ -47,6 +47,10 @@ from tests.harness import API_KEY, iso
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules"
+GENERATE_RULES = ROOT / "deploy" / "prometheus" / "generate.py"
+# The rules as shipped, but for NotteFunctionRunFailed's window: a failed run fires and
+# resolves within the test, not ten minutes later.
+RULE_OVERRIDES = "recentRunFailureWindow: 20s\n"
 # Matches the rules' up{job=~".*notte-exporter.*"} and the dashboards' $job.
 JOB = "notte-exporter"
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
@@ -76,6 +80,12 @@ LIVE = (LIVE_CLOSED, LIVE_ERROR, LIVE_TIMED_OUT, STAYS_ACTIVE, AUTHENTICATING, G
 ERRORED = {LIVE_ERROR: LIVE_ERROR_MESSAGE, QUICK_ERROR: QUICK_ERROR_MESSAGE}
 TIMED_OUT = {LIVE_TIMED_OUT}
 
+# The account: a function run by hand with a long run under way (its session is a real
+# simulated session), a scheduled one with a history of runs, and a usage period. A run
+# closes in phase 1 and one fails in phase 2.
+FUNCTION = "e2e-fn-checkout"
+SCHEDULED = "e2e-fn-report"
+
 # Panel queries (dashboard uid, panel title) that are empty by design in a state, with
 # the reason; the README's "Panels that can be empty" says the same. The detail
 # dashboard shows an ended session in every state (closed, then errored).
@@ -83,14 +93,17 @@ ACTIVE_ONLY = {
     ("notte-session-detail", "Idle time remaining"): "series of live sessions only",
     ("notte-session-detail", "Max duration remaining"): "series of live sessions only",
 }
+# The detail dashboard's session is no function run's.
+NO_RUN = {("notte-session-detail", "Function run"): "no function started the session"}
 EMPTY_BY_DESIGN: dict[str, dict[tuple[str, str], str]] = {
     "healthy": {
         **ACTIVE_ONLY,
+        **NO_RUN,
         ("notte-sessions-overview", "Recently errored sessions"): "no session errored",
         ("notte-session-detail", "Error"): "the session reported no error",
     },
-    "failures": ACTIVE_ONLY,
-    "outage": ACTIVE_ONLY,
+    "failures": {**ACTIVE_ONLY, **NO_RUN},
+    "outage": {**ACTIVE_ONLY, **NO_RUN},
 }
 # The session the detail dashboard shows in each state.
 DETAIL_SESSION = {"healthy": LIVE_CLOSED, "failures": LIVE_ERROR, "outage": LIVE_ERROR}
@@ -275,6 +288,13 @@ def world() -> SimulatedNotte:
             network_response_bytes=20_000,
             steps=[{"type": "goto", "timestamp": iso(now - 25)}],
         )
+    world.add_function(FUNCTION, name="checkout-monitor")
+    world.start_run(FUNCTION)  # under way for the whole test
+    world.add_function(
+        SCHEDULED, name="daily-report", schedule_cron="rate(1 minute)", schedule_state="enabled"
+    )
+    world.backfill_runs(SCHEDULED, every=60.0, count=3)
+    world.start_usage(balance=40.0)
     return world
 
 
@@ -313,6 +333,18 @@ def exporter(api: SimulatorServer, ids_file: Path, tmp_path: Path) -> Iterator[t
         process.stop()
 
 
+def rules_for_the_test(folder: Path) -> Path:
+    """The shipped rules rendered with `RULE_OVERRIDES` (the mixin's own override seam)."""
+    overrides, rules = folder / "overrides.yml", folder / "notte-exporter.rules.yml"
+    overrides.write_text(RULE_OVERRIDES, encoding="utf-8")
+    subprocess.run(
+        [sys.executable, str(GENERATE_RULES), "--config", str(overrides), "--out", str(rules)],
+        check=True,
+        timeout=60,
+    )
+    return rules
+
+
 def start_prometheus(tmp_path: Path, target: str) -> tuple[Running, str]:
     """Prometheus on a free loopback port (tried again if another process took it)."""
     prometheus = binary("prometheus")
@@ -325,7 +357,7 @@ def start_prometheus(tmp_path: Path, target: str) -> tuple[Running, str]:
                 "scrape_timeout": "1s",
                 "evaluation_interval": "1s",
             },
-            "rule_files": [str(RULES / "*.yml")],
+            "rule_files": [str(rules_for_the_test(folder))],
             "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
         }
         config_file = folder / "prometheus.yml"
@@ -455,6 +487,8 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
         ),
     )
     world.end_session(LIVE_CLOSED, "closed")
+    closed_run = world.start_run(FUNCTION, session=False)  # the sessions' counts stay
+    world.end_run(FUNCTION, closed_run, "closed")
     wait(
         "the normal ending reaches Prometheus, twice",
         lambda: (
@@ -469,7 +503,25 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
             >= 2
         ),
     )
+    wait(
+        "the closed run reaches Prometheus",
+        lambda: (
+            prometheus.value(
+                f'notte_function_runs_total{{{sel}, function_id="{FUNCTION}", status="closed"}}'
+            )
+            == 1.0
+        ),
+    )
     failures = check_panels(prometheus, "healthy", *range_until_now(start))
+    # The session the run under way drives shows its function on the session detail.
+    (under_way,) = [
+        r["session_id"]
+        for r in world.runs_page(FUNCTION, page=1, page_size=100, only_active=True)[0]
+    ]
+    for query in all_panel_queries({"session_id": under_way, "job": JOB}):
+        if (query.dashboard_uid, query.panel_title) in NO_RUN:
+            result = prometheus.query(query.expr)["result"]
+            assert [r["metric"]["function_id"] for r in result] == [FUNCTION], result
 
     # -- 2. Failures: traffic, then sessions end badly, one disappears, API errors, the
     # old sessions join the configuration, and one session lives 3 s between two polls.
@@ -528,11 +580,27 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
         )
 
     wait("the endings, the drop and the second API error reach Prometheus", seen_failing)
+    failed_run = world.start_run(FUNCTION, session=False)
+    world.end_run(FUNCTION, failed_run, "failed")
+    wait(
+        "the failed run reaches Prometheus",
+        lambda: (
+            prometheus.value(
+                f'notte_function_runs_total{{{sel}, function_id="{FUNCTION}", status="failed"}}'
+            )
+            == 1.0
+        ),
+    )
     start, end = range_until_now(start)
     failures += check_panels(prometheus, "failures", start, end)
 
     # Every template variable finds its values, including the ones the test used.
-    expected = {"job": JOB, "instance": exporter_address, "session_id": LIVE_ERROR}
+    expected = {
+        "job": JOB,
+        "instance": exporter_address,
+        "session_id": LIVE_ERROR,
+        "function_id": FUNCTION,
+    }
     for board in load_dashboards().values():
         for variable in variable_queries(board, {"session_id": LIVE_ERROR, "job": JOB}):
             values = prometheus.get(
@@ -596,6 +664,21 @@ def test_dashboards_and_alerts_work_on_a_real_prometheus(
     assert "NotteExporterDown" in rules, sorted(rules)
     assert rules["NotteExporterDown"]["state"] != "firing", rules["NotteExporterDown"]
     assert "NotteExporterDown" not in {a["labels"]["alertname"] for a in firing_alerts()}
+
+    # A failed run fires NotteFunctionRunFailed for its function, which then resolves.
+    def run_failed() -> dict[str, dict[str, Any]]:
+        return {
+            alert["labels"]["function_id"]: alert
+            for alert in firing_alerts()
+            if alert["labels"]["alertname"] == "NotteFunctionRunFailed"
+        }
+
+    fired = wait("NotteFunctionRunFailed fires for the failed run", run_failed)
+    assert fired.keys() == {FUNCTION}
+    assert "(checkout-monitor)" in fired[FUNCTION]["annotations"]["description"]
+    wait("NotteFunctionRunFailed resolves", lambda: not run_failed(), timeout=60)
+    quiet = {"NotteFunctionRunsFailing", "NotteFunctionScheduleMissed", "NotteUsageLimitExceeded"}
+    assert not quiet & {a["labels"]["alertname"] for a in firing_alerts()}
 
     # -- 3. Mid-outage: every request fails; the last known values stay exported.
     world.inject(Fault(endpoint="any", status=503))

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter import exposition as exposition_module
-from exporter.catalogue import AGGREGATE_FAMILIES, SESSION_FAMILIES
+from exporter.catalogue import ACCOUNT_FAMILIES, AGGREGATE_FAMILIES, SESSION_FAMILIES
 from exporter.exposition import Exposition
 from exporter.model import parse_session
 from exporter.render import render_session_families
@@ -253,3 +253,6 @@ def test_the_readme_documents_every_catalogue_family_with_its_labels() -> None:
     for family in (*SESSION_FAMILIES, *AGGREGATE_FAMILIES):
         labels = "{" + ",".join(family.labels) + "}" if family.labels else ""
         assert f"`{family.name}{labels}`" in readme, family.name
+    for account in ACCOUNT_FAMILIES:  # their table names every label, function_id included
+        labels = "{" + ",".join(account.labels) + "}" if account.labels else ""
+        assert f"| `{account.name}{labels}` | {account.kind} |" in readme, account.name

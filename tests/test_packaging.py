@@ -51,6 +51,16 @@ def test_demo_once_runs_from_the_wheel_alone(wheel: Path, tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     for status in ("active", "closed", "error", "timed_out"):
         assert f'status="{status}"}} 1.0' in result.stdout
+    # --demo shows the account too: functions, a schedule, runs, the runtime, usage.
+    for shown in (
+        'name="checkout-monitor"',
+        'schedule="rate(1 minute)"',
+        "notte_function_next_run_timestamp_seconds{",
+        "notte_function_run_session_info{",
+        'notte_functions_runtime_status{status="ok"} 1.0',
+        'notte_usage_balance{kind="total"}',
+    ):
+        assert shown in result.stdout, shown
     located = subprocess.run(
         [sys.executable, "-c", "import exporter.simulator as s; print(s.__file__)"],
         env={"PYTHONPATH": str(unpacked)},

@@ -1,9 +1,11 @@
-"""The simulated Notte API over HTTP/1.1 on loopback: both endpoints, bearer auth, paging,
-and the faults the world says to inject.
+"""The simulated Notte API over HTTP/1.1 on loopback: the sessions' two endpoints and the
+account's (functions, runs, the functions runtime, usage), bearer auth, paging, and the
+faults the world says to inject.
 
 It answers as the API's FastAPI app does: the list at `/sessions/` (and a 307
 from `/sessions` to it, as Starlette's `redirect_slashes`), query parameters
-validated as `ListSessionsParametersQuery` (422 with FastAPI's list `detail`),
+validated as `ListSessionsParametersQuery`, `ListFunctionsParametersQuery` and
+`ListFunctionRunsByFunctionIdParametersQuery` (422 with FastAPI's list `detail`),
 and pages of `{items, page, page_size, has_next, has_previous}`."""
 
 from __future__ import annotations
@@ -21,12 +23,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, Field, ValidationError
 
-from exporter.labels import GET_SESSION, LIST_SESSIONS
+from exporter.labels import (
+    FUNCTIONS_HEALTH,
+    GET_FUNCTION,
+    GET_FUNCTION_RUN,
+    GET_SESSION,
+    GET_USAGE,
+    LIST_FUNCTION_RUNS,
+    LIST_FUNCTIONS,
+    LIST_SESSIONS,
+)
 from exporter.settings import MAX_PAGE_SIZE
 from exporter.simulator.world import Fault, RequestRecord, SimulatedNotte
 
@@ -34,6 +45,9 @@ logger = logging.getLogger(__name__)
 SERVE_POLL_INTERVAL = 0.05  # how quickly serve_forever notices shutdown()
 LIST_PATH = "/sessions/"
 SESSION_PREFIX = "/sessions/"
+FUNCTIONS_PATH = "/functions/"
+FUNCTIONS_HEALTH_PATH = "/functions/health"
+USAGE_PATH = "/usage"
 
 
 class ListQuery(BaseModel):
@@ -45,6 +59,21 @@ class ListQuery(BaseModel):
     only_active: bool = True
     only_current_token: bool = False
     include_system: bool = True
+
+
+class RunsQuery(ListQuery):
+    """`ListFunctionRunsByFunctionIdParametersQuery`: runs of any status by default."""
+
+    only_active: bool = False
+    source: Literal["console", "anything", "cli", "node-sdk", "python-sdk", "rest-api"] | None = (
+        None
+    )
+
+
+class RunQuery(BaseModel):
+    """`FunctionRunGetMetadataParametersQuery`."""
+
+    payload_mode: Literal["inline", "references"] = "inline"
 
 
 @dataclass(frozen=True)
@@ -157,7 +186,7 @@ class SimulatorServer:
     def answer(
         self,
         endpoint: str,
-        session_id: str,
+        ids: tuple[str, ...],
         query: dict[str, str],
         authorised: bool,
         fault: Fault | None,
@@ -167,7 +196,7 @@ class SimulatorServer:
         if fault is not None and fault.status is not None:
             body = fault.body if fault.body is not None else _json({"detail": "Injected fault"})
             return _Answer(fault.status, body, headers)
-        status, body = self._route(endpoint, session_id, query, authorised)
+        status, body = self._route(endpoint, ids, query, authorised)
         if fault is not None and fault.body is not None:
             body = fault.body
         return _Answer(status, body, headers)
@@ -179,16 +208,56 @@ class SimulatorServer:
         return _Answer(307, b"", {"Location": f"{where}?{query}" if query else where})
 
     def _route(
-        self, endpoint: str, session_id: str, query: dict[str, str], authorised: bool
+        self, endpoint: str, ids: tuple[str, ...], query: dict[str, str], authorised: bool
     ) -> tuple[int, bytes]:
         if endpoint == "other":
             return 404, _json({"detail": "Not Found"})
         if not authorised:
             return 401, _json({"detail": "Invalid API key"})
         if endpoint == GET_SESSION:
-            found = self.world.session(session_id)
+            found = self.world.session(ids[0])
             return (200, _json(found)) if found else (404, _json({"detail": "Session not found"}))
-        return self._list(query)
+        if endpoint == LIST_SESSIONS:
+            return self._list(query)
+        return self._account(endpoint, ids, query)
+
+    def _account(
+        self, endpoint: str, ids: tuple[str, ...], query: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """The functions, runs, runtime and usage endpoints."""
+        world = self.world
+        found: Any
+        try:
+            if endpoint == LIST_FUNCTIONS:
+                params = ListQuery.model_validate(query)
+                page = world.functions_page(
+                    page=params.page, page_size=params.page_size, only_active=params.only_active
+                )
+                return 200, _page(page, params.page, params.page_size)
+            if endpoint == LIST_FUNCTION_RUNS:
+                runs_query = RunsQuery.model_validate(query)
+                runs = world.runs_page(
+                    ids[0],
+                    page=runs_query.page,
+                    page_size=runs_query.page_size,
+                    only_active=runs_query.only_active,
+                )
+                if runs is None:
+                    return 404, _json({"detail": "Function not found"})
+                return 200, _page(runs, runs_query.page, runs_query.page_size)
+            if endpoint == GET_FUNCTION_RUN:
+                inline = RunQuery.model_validate(query).payload_mode == "inline"
+                found = world.run(ids[0], ids[1], inline=inline)
+                return (200, _json(found)) if found else (404, _json({"detail": "Run not found"}))
+        except ValidationError as exc:
+            return 422, _json({"detail": _fastapi_errors(exc)})
+        if endpoint == GET_FUNCTION:
+            found = world.function(ids[0])
+            return (200, _json(found)) if found else (404, _json({"detail": "Function not found"}))
+        if endpoint == FUNCTIONS_HEALTH:
+            return 200, _json(world.runtime_health())
+        found = world.usage()
+        return (404, _json({"detail": "Not Found"})) if found is None else (200, _json(found))
 
     def _list(self, query: dict[str, str]) -> tuple[int, bytes]:
         """The list endpoint: FastAPI's validation (422), then a page in either shape."""
@@ -204,15 +273,7 @@ class SimulatorServer:
         )
         if self.list_shape == "list":
             return 200, _json(items)
-        return 200, _json(
-            {
-                "items": items,
-                "page": params.page,
-                "page_size": params.page_size,
-                "has_next": has_next,
-                "has_previous": params.page > 1,
-            }
-        )
+        return 200, _page((items, has_next), params.page, params.page_size)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -280,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         target = urlsplit(self.path)
-        endpoint, session_id = _route(target.path) if routed else ("other", "")
+        endpoint, ids = _route(target.path) if routed else ("other", ())
         query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
         authorised = owner.authorised(self.headers.get("Authorization"))
         redirect = routed and target.path == LIST_PATH.rstrip("/")
@@ -288,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
         if redirect:
             answer = owner.redirect(self.headers.get("Host"), target.query)
         else:
-            answer = owner.answer(endpoint, session_id, query, authorised, fault)
+            answer = owner.answer(endpoint, ids, query, authorised, fault)
         owner.world.record(RequestRecord(endpoint, target.path, query, answer.status, authorised))
         if fault is not None and fault.hang and owner.pause(fault.hang):
             self.close_connection = True
@@ -348,14 +409,49 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the world keeps a request log instead."""
 
 
-def _route(path: str) -> tuple[str, str]:
-    """Endpoint and the percent-decoded session ID, from the raw path (`/sessions`, which
-    only redirects, counts as the list endpoint)."""
+def _route(path: str) -> tuple[str, tuple[str, ...]]:
+    """Endpoint and the percent-decoded IDs in the path, from the raw path (`/sessions`,
+    which only redirects, counts as the list endpoint). `/functions/health` is matched
+    before `/functions/{function_id}`, as the API's routes are."""
     if path in (LIST_PATH, LIST_PATH.rstrip("/")):
-        return LIST_SESSIONS, ""
+        return LIST_SESSIONS, ()
     if path.startswith(SESSION_PREFIX):
-        return GET_SESSION, unquote(path[len(SESSION_PREFIX) :])
-    return "other", ""
+        return GET_SESSION, (unquote(path[len(SESSION_PREFIX) :]),)
+    if path == USAGE_PATH:
+        return GET_USAGE, ()
+    if path == FUNCTIONS_HEALTH_PATH:
+        return FUNCTIONS_HEALTH, ()
+    if path == FUNCTIONS_PATH:
+        return LIST_FUNCTIONS, ()
+    if path.startswith(FUNCTIONS_PATH):
+        return _function_route(path[len(FUNCTIONS_PATH) :].split("/"))
+    return "other", ()
+
+
+def _function_route(segments: list[str]) -> tuple[str, tuple[str, ...]]:
+    """`{id}`, `{id}/runs/` and `{id}/runs/{run_id}` under `/functions/`."""
+    ids = tuple(unquote(segment) for segment in segments)
+    if len(ids) == 1 and ids[0]:
+        return GET_FUNCTION, ids
+    if len(ids) == 3 and ids[0] and ids[1] == "runs" and not ids[2]:
+        return LIST_FUNCTION_RUNS, ids[:1]
+    if len(ids) == 3 and ids[0] and ids[1] == "runs" and ids[2]:
+        return GET_FUNCTION_RUN, (ids[0], ids[2])
+    return "other", ()
+
+
+def _page(page: tuple[list[Any], bool], number: int, size: int) -> bytes:
+    """A FastAPI page object: `{items, page, page_size, has_next, has_previous}`."""
+    items, has_next = page
+    return _json(
+        {
+            "items": items,
+            "page": number,
+            "page_size": size,
+            "has_next": has_next,
+            "has_previous": number > 1,
+        }
+    )
 
 
 def _fastapi_errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ from exporter.labels import (
     STATUSES,
     TIMED_OUT,
 )
+from exporter.simulator.account import SimulatedAccount, unhealthy_runtime
 
 BROWSERS = ("chromium", "chrome", "firefox", "chrome-nightly", "chrome-turbo")
 ERRORS = (
@@ -229,6 +230,13 @@ class SimulatedNotte:
         self._counts: Counter[str] = Counter()
         self._in_flight = 0
         self._max_in_flight = 0
+        # Its own random stream: a world without functions lives exactly as before.
+        self._account = SimulatedAccount(
+            random.Random(f"account-{seed}"),
+            clock,
+            start_session=self._run_session,
+            end_session=self._end_run_session,
+        )
 
     # -- building the world ---------------------------------------------------
     def add_session(
@@ -384,6 +392,7 @@ class SimulatedNotte:
                 self._store(self._born(now, authenticating=self._rng.random() < AUTH_SHARE))
             if self._rng.random() < _chance(FLASH_RATE, seconds):
                 self._store(self._flash(now))
+            self._account.tick(seconds)
             self._listings.clear()
 
     def _live_through(self, session: _Session, seconds: float, now: float) -> None:
@@ -576,6 +585,109 @@ class SimulatedNotte:
             self._live.pop(session.session_id, None)
         self._listings.clear()
 
+    # -- the account: functions, runs, runtime, usage ---------------------------
+    def add_function(self, function_id: str | None = None, **fields: Any) -> dict[str, Any]:
+        """A function (`name`, `schedule_cron`, `schedule_state` and raw fields override)."""
+        with self._lock:
+            return self._account.add_function(function_id, **fields)
+
+    def update_function(self, function_id: str, **fields: Any) -> None:
+        with self._lock:
+            self._account.update_function(function_id, **fields)
+
+    def delete_function(self, function_id: str) -> None:
+        with self._lock:
+            self._account.delete_function(function_id)
+
+    def start_run(
+        self,
+        function_id: str,
+        *,
+        seconds: float | None = None,
+        fails: bool = False,
+        session: bool = True,
+    ) -> str:
+        """Start a run now, with its browser session unless `session` is false; it ends by
+        itself after `seconds` (on a tick) if given, else when `end_run` says."""
+        with self._lock:
+            return self._account.start_run(
+                function_id,
+                seconds=math.inf if seconds is None else seconds,
+                fails=fails,
+                session=session,
+            )
+
+    def backfill_runs(self, function_id: str, *, every: float, count: int) -> None:
+        """`count` runs that ended in the past, one each `every` seconds before now."""
+        with self._lock:
+            self._account.backfill(function_id, every=every, count=count)
+
+    def end_run(self, function_id: str, run_id: str, status: str = "closed") -> None:
+        with self._lock:
+            self._account.end_run(function_id, run_id, status)
+            self._listings.clear()
+
+    def set_runtime(self, status: str | None = None, *, raw: Any = None) -> None:
+        """The functions runtime's health: `ok`, `degraded`, `unreachable`, or any raw JSON."""
+        with self._lock:
+            self._account.health = raw if raw is not None else unhealthy_runtime(status or "ok")
+
+    def start_usage(self, *, balance: float = 42.0) -> None:
+        """A usage period under way, `balance` left; it falls as functions run."""
+        with self._lock:
+            self._account.start_usage(balance=balance)
+
+    def set_usage(self, usage: Any) -> None:
+        """Any JSON for `GET /usage`, frozen (None: the API answers 404)."""
+        with self._lock:
+            self._account.set_usage(copy.deepcopy(usage))
+
+    def functions_page(
+        self, *, page: int, page_size: int, only_active: bool
+    ) -> tuple[list[Any], bool]:
+        with self._lock:
+            return _paged(self._account.functions(only_active=only_active), page, page_size)
+
+    def function(self, function_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._account.function(function_id)
+
+    def runs_page(
+        self, function_id: str, *, page: int, page_size: int, only_active: bool
+    ) -> tuple[list[Any], bool] | None:
+        """A page of a function's runs, in the world's list order; None: no such function."""
+        with self._lock:
+            runs = self._account.runs(function_id, only_active=only_active, order=self._list_order)
+            return None if runs is None else _paged(runs, page, page_size)
+
+    def run(self, function_id: str, run_id: str, *, inline: bool) -> dict[str, Any] | None:
+        with self._lock:
+            return self._account.run(function_id, run_id, inline=inline)
+
+    def runtime_health(self) -> Any:
+        with self._lock:
+            return copy.deepcopy(self._account.health)
+
+    def usage(self) -> Any:
+        with self._lock:
+            return copy.deepcopy(self._account.usage)
+
+    def _run_session(self, now: float) -> str:
+        """A run's browser session: it lives as long as the run, then ends with it."""
+        session = self._born(now, authenticating=False)
+        session.ends_at = math.inf
+        session.data.update(idle_timeout_minutes=15, timeout_minutes=15, max_duration_minutes=30)
+        self._store(session)
+        return session.session_id
+
+    def _end_run_session(self, session_id: str, succeeded: bool, when: float) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or not session.live:
+            return
+        status = CLOSED if succeeded else ERROR
+        self._finish(session, status, when, self._rng.choice(ERRORS), CLOSE_REASON_OF[status])
+        self._store(session)
+
     # -- faults and accounting (the server's side) -----------------------------
     def inject(self, fault: Fault) -> None:
         """Add a fault (a copy: its count runs down here, not in the caller's object)."""
@@ -633,6 +745,11 @@ class SimulatedNotte:
             self._max_in_flight = self._in_flight
 
 
+def _paged(items: list[Any], page: int, page_size: int) -> tuple[list[Any], bool]:
+    start = (page - 1) * page_size
+    return items[start : start + page_size], start + page_size < len(items)
+
+
 DEMO_TICK_SECONDS = 1.0  # how often a served demo world lives a step
 
 
@@ -641,4 +758,36 @@ def demo_world(seed: int) -> SimulatedNotte:
     sessions of various ages, a few waiting for their login, a few already ended."""
     world = SimulatedNotte(seed=seed)
     world.populate(active=12, authenticating=2, ended=3)
+    populate_account(world)
     return world
+
+
+def populate_account(world: SimulatedNotte) -> None:
+    """A few functions (one on a one-minute rate, one on a weekday cron, one paused, one run
+    by hand), a few runs under way, and a usage period whose balance falls as they run."""
+    monitor = world.add_function(
+        "7c1e5a0f-0d1e-4b8e-9a59-5b0f3c2d1a01",
+        name="checkout-monitor",
+        schedule_cron="rate(1 minute)",
+        schedule_state="enabled",
+    )
+    world.backfill_runs(monitor["function_id"], every=60.0, count=5)
+    world.add_function(
+        "7c1e5a0f-0d1e-4b8e-9a59-5b0f3c2d1a02",
+        name="daily-report",
+        schedule_cron="cron(0 8 ? * MON-FRI *)",
+        schedule_state="enabled",
+        default_runtime="extended",
+    )
+    world.add_function(
+        "7c1e5a0f-0d1e-4b8e-9a59-5b0f3c2d1a03",
+        name="lead-enricher",
+        schedule_cron="cron(30 */6 * * ? *)",
+        schedule_state="paused",
+    )
+    scraper = world.add_function(
+        "7c1e5a0f-0d1e-4b8e-9a59-5b0f3c2d1a04", name="price-scraper", by_hand=True
+    )
+    for seconds in (20.0, 75.0):
+        world.start_run(scraper["function_id"], seconds=seconds, fails=seconds > 60)
+    world.start_usage(balance=42.0)
