@@ -61,6 +61,7 @@ from bench.common import LineCollector
 from exporter.apikey import ApiKeySource
 from exporter.client import NotteClient
 from exporter.configured import ConfiguredIds
+from exporter.metricfilter import LEAN_DENYLIST, FamilyFilter, Served
 from exporter.model import parse_session
 from exporter.poller import Poller, PollOptions
 from exporter.render import render_session_families
@@ -385,7 +386,14 @@ async def in_process_cycles(
         url, page_size=args.page_size, max_sessions=args.sessions + 100, session_ids=configured
     )
     poller, client, store = in_process_poller(settings)
-    found: dict[str, list[float]] = {"cycle": [], "render": [], "gzip": [], "collector": []}
+    found: dict[str, list[float]] = {
+        "cycle": [],
+        "render": [],
+        "lean": [],
+        "gzip": [],
+        "collector": [],
+    }
+    lean = Served.by(FamilyFilter.of(denylist=LEAN_DENYLIST))
     try:
         for _ in range(repeats):
             started = time.thread_time()
@@ -395,6 +403,9 @@ async def in_process_cycles(
             started = time.thread_time()
             fast = render_session_families(store.current, False)
             found["render"].append(time.thread_time() - started)
+            started = time.thread_time()
+            trimmed = render_session_families(store.current, False, lean)
+            found["lean"].append(time.thread_time() - started)
             started = time.thread_time()  # what the exposition does once for gzip scrapes
             compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
             compressor.compress(fast)
@@ -406,9 +417,15 @@ async def in_process_cycles(
             found["collector"].append(time.thread_time() - started)
         found["identical"] = [float(fast == slow)]
         found["sessions"] = [float(len(store.current.sessions))]
+        found["series"] = [float(series_lines(fast)), float(series_lines(trimmed))]
     finally:
         await client.aclose()
     return found
+
+
+def series_lines(body: bytes) -> int:
+    """Series (sample lines) in an exposition."""
+    return sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
 
 
 def bench_settings(url: str, **values: object) -> Settings:
@@ -954,6 +971,12 @@ def main(argv: list[str] | None = None) -> int:
     say(f"  poll cycle (list, parse, track, snapshot): {cycle_cpu * 1000:8.1f} ms"
         f"   (first cycle {inproc['cycle'][0] * 1000:.1f} ms)")  # fmt: skip
     say(f"  render_sessions (fast renderer), once:     {render_cpu * 1000:8.1f} ms")
+    lean_cpu = statistics.median(inproc["lean"])
+    full_series, lean_series = inproc["series"]
+    say(f"  the same with the README's lean denylist:  {lean_cpu * 1000:8.1f} ms"
+        f"   ({lean_cpu / render_cpu:.2f}x; series {full_series:.0f} -> {lean_series:.0f},"
+        f" {full_series / inproc['sessions'][0]:.1f} -> {lean_series / inproc['sessions'][0]:.1f}"
+        " a session)")  # fmt: skip
     say(f"  gzip of the rendered part (level 6), once: {gzip_cpu * 1000:8.1f} ms")
     say(f"  cycle + render:                            {ours_total_cpu * 1000:8.1f} ms")
     say(f"  generate_latest through the Collector:     {collector_cpu * 1000:8.1f} ms")

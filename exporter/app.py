@@ -32,6 +32,7 @@ from exporter.client import NotteClient, RetryPolicy
 from exporter.configured import ConfiguredIds
 from exporter.exposition import Exposition
 from exporter.http_server import MetricsServer
+from exporter.metricfilter import FamilyFilter, Served
 from exporter.poller import CYCLE_BUDGET_FRACTION, Poller, PollOptions
 from exporter.selfmetrics import SelfMetrics, create_self_metrics
 from exporter.settings import Settings
@@ -188,7 +189,10 @@ def build_app(
     store = SnapshotStore()
     account_store = AccountStore()
     exposition = Exposition(
-        lambda: store.current, metrics.registry, account=lambda: account_store.current
+        lambda: store.current,
+        metrics.registry,
+        account=lambda: account_store.current,
+        served=Served.by(FamilyFilter.of(settings.metric_allowlist, settings.metric_denylist)),
     )
     client = NotteClient(
         base_url=settings.api_url,

@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _action(spec: SettingSpec) -> dict[str, Any]:
     if spec.kind == "bool":
         return {"action": argparse.BooleanOptionalAction}
-    if spec.kind == "list":
-        return {"action": "append", "metavar": "ID"}
+    if spec.kind == "list":  # one item a flag: an ID, a pattern
+        return {"action": "append", "metavar": spec.flag.removeprefix("--").split("-")[-1].upper()}
     return {"metavar": spec.env.removeprefix("NOTTE_EXPORTER_").removeprefix("NOTTE_")}
 
 

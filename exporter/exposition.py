@@ -30,6 +30,7 @@ from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
 from exporter.accountsnapshot import AccountSnapshot
+from exporter.metricfilter import EVERY_FAMILY, Served
 from exporter.render import account_registry, render_account_families, render_session_families
 from exporter.snapshot import Snapshot
 
@@ -98,10 +99,12 @@ class Exposition:
         self_registry: CollectorRegistry,
         *,
         account: Callable[[], AccountSnapshot] | None = None,
+        served: Served = EVERY_FAMILY,
     ) -> None:
         self._snapshot = snapshot
         self._self_registry = self_registry
-        self._account = None if account is None else account_registry(account)
+        self._served = served
+        self._account = None if account is None else account_registry(account, served.account)
         self._render_lock = threading.Lock()  # one render at a time, never the same one twice
         self._rendered: dict[bool, _Rendered] = {}  # by openmetrics; entries replaced, not mutated
         self._warming = False
@@ -161,7 +164,7 @@ class Exposition:
             snapshot = self._snapshot()
             rendered = self._rendered.get(openmetrics)
             if rendered is None or rendered.generation != snapshot.generation:
-                plain = render_session_families(snapshot, openmetrics)
+                plain = render_session_families(snapshot, openmetrics, self._served)
                 rendered = _Rendered(snapshot.generation, plain)
             if gzip and rendered.gzip is None:
                 rendered = _Rendered(

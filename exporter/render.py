@@ -10,7 +10,9 @@ by name, as prometheus-client sorts them) is worked out once per render.
 The output is byte-for-byte what prometheus-client writes for the same
 families, in text format 0.0.4 and in OpenMetrics (without the `# EOF`); the
 two differ only in their `# HELP`/`# TYPE` lines for counters (OpenMetrics
-names the family without `_total`). A test holds the renderer equal to a
+names the family without `_total`) and for `_info` gauges (typed `info` in
+OpenMetrics, the family named without `_info`, as prometheus-client's `Info`).
+Only the families `Served` (the allow/deny lists) are rendered. A test holds the renderer equal to a
 prometheus-client Collector driven by the same catalogue.
 """
 
@@ -25,21 +27,16 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.utils import floatToGoString
 
 from exporter.accountsnapshot import AccountSnapshot
-from exporter.catalogue import (
-    ACCOUNT_FAMILIES,
-    AGGREGATE_FAMILIES,
-    SESSION_FAMILIES,
-    AccountFamily,
-    Family,
-    SessionFamily,
-)
+from exporter.catalogue import AccountFamily, Family, SessionFamily
 from exporter.functions import Histogram
+from exporter.metricfilter import EVERY_FAMILY, Served
 from exporter.snapshot import SessionValues, Snapshot
 
 # prometheus-client's number format (Go's), typed for mypy.
@@ -55,10 +52,20 @@ def _help(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n")
 
 
+def is_info(family: Family | AccountFamily) -> bool:
+    """An `_info` gauge (always 1, its labels the information): an info family in OpenMetrics."""
+    return family.kind == "gauge" and family.name.endswith("_info")
+
+
 def _header(lines: list[str], family: Family, openmetrics: bool) -> None:
-    """`# HELP` and `# TYPE` lines; OpenMetrics names a counter family without `_total`."""
-    kind = family.kind
-    name = family.name.removesuffix("_total") if openmetrics and kind == "counter" else family.name
+    """`# HELP` and `# TYPE` lines; OpenMetrics names a counter family without `_total`,
+    and an `_info` gauge an info family without `_info`."""
+    kind: str = family.kind
+    name = family.name
+    if openmetrics and kind == "counter":
+        name = name.removesuffix("_total")
+    elif openmetrics and is_info(family):
+        kind, name = "info", name.removesuffix("_info")
     help_text = escape(family.help) if openmetrics else _help(family.help)
     lines.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
 
@@ -71,15 +78,18 @@ def _labels(names: Sequence[str]) -> Callable[..., str]:
     return ("{{" + pairs + "}}").format
 
 
-def render_session_families(snapshot: Snapshot, openmetrics: bool) -> bytes:
-    """Every catalogue family, in catalogue order, as exposition text (no `# EOF`)."""
-    sessions = snapshot.sessions
+def render_session_families(
+    snapshot: Snapshot, openmetrics: bool, served: Served = EVERY_FAMILY
+) -> bytes:
+    """The served session and aggregate families, in catalogue order, as exposition text
+    (no `# EOF`)."""
+    sessions = snapshot.sessions if served.sessions else ()
     ids = [escape(values.session_id) for values in sessions]
     lines: list[str] = []
-    for family in SESSION_FAMILIES:
+    for family in served.sessions:
         _header(lines, family, openmetrics)
         _session_lines(lines, family, ids, sessions)
-    for aggregate in AGGREGATE_FAMILIES:
+    for aggregate in served.aggregates:
         _header(lines, aggregate, openmetrics)
         labels = _labels(aggregate.labels)
         lines.extend(
@@ -131,17 +141,25 @@ class _Memo(dict[Any, str]):
 class AccountCollector:
     """A prometheus-client collector of the catalogue's account families."""
 
-    def __init__(self, snapshot: Callable[[], AccountSnapshot]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], AccountSnapshot], families: Sequence[AccountFamily]
+    ) -> None:
         self._snapshot = snapshot
+        self._families = families
 
     def collect(self) -> list[Metric]:
         snapshot = self._snapshot()
-        return [_account_family(family, snapshot) for family in ACCOUNT_FAMILIES]
+        return [_account_family(family, snapshot) for family in self._families]
 
 
 def _account_family(family: AccountFamily, snapshot: AccountSnapshot) -> Metric:
     labels = list(family.labels)
-    metric: GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
+    metric: GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily | InfoMetricFamily
+    if is_info(family):
+        metric = InfoMetricFamily(family.name.removesuffix("_info"), family.help, labels=labels)
+        for values, _ in family.series(snapshot):
+            metric.add_metric(list(values), {})
+        return metric
     if family.kind == "histogram":
         metric = HistogramMetricFamily(family.name, family.help, labels=labels)
         for values, histogram in family.series(snapshot):
@@ -158,10 +176,12 @@ def _account_family(family: AccountFamily, snapshot: AccountSnapshot) -> Metric:
     return metric
 
 
-def account_registry(snapshot: Callable[[], AccountSnapshot]) -> CollectorRegistry:
-    """A registry holding only the account collector."""
+def account_registry(
+    snapshot: Callable[[], AccountSnapshot], families: Sequence[AccountFamily]
+) -> CollectorRegistry:
+    """A registry holding only the account collector, for the served account families."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AccountCollector(snapshot))
+    registry.register(AccountCollector(snapshot, families))
     return registry
 
 

@@ -14,6 +14,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     disable_created_metrics,
 )
 from prometheus_client.gc_collector import GCCollector
@@ -33,7 +34,7 @@ class SelfMetrics:
 
     registry: CollectorRegistry
     up: Gauge
-    build_info: Gauge
+    build_info: Info
     last_poll_success: Gauge
     poll_duration: Histogram
     polls: Counter
@@ -77,10 +78,10 @@ def create_self_metrics(
             "1 when the last poll cycle reached the Notte API and was authorised, else 0.",
             registry=registry,
         ),
-        build_info=Gauge(
-            "notte_exporter_build_info",
+        # An `Info`: `notte_exporter_build_info` in text, an info family in OpenMetrics.
+        build_info=Info(
+            "notte_exporter_build",
             "Build information of notte-exporter; always 1.",
-            ["version"],
             registry=registry,
         ),
         last_poll_success=Gauge(
@@ -176,7 +177,7 @@ def create_self_metrics(
 
 def _initialise(metrics: SelfMetrics, shard: int, total_shards: int, poll_interval: float) -> None:
     """Series with a known label set exist from the start, so `rate()` works at once."""
-    metrics.build_info.labels(version=__version__).set(1)
+    metrics.build_info.info({"version": __version__})
     metrics.shard_ordinal.set(shard)
     metrics.total_shards.set(total_shards)
     metrics.poll_interval.set(poll_interval)

@@ -16,6 +16,7 @@ source. A setting that does not validate becomes one line naming it
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -228,6 +229,21 @@ class Settings(BaseSettings):
         "given by a stable hash of its `session_id`",
         ge=1,
     )
+    metric_allowlist: Annotated[list[str], NoDecode] = _setting(
+        "NOTTE_EXPORTER_METRIC_ALLOWLIST",
+        "--metric-allowlist",
+        [],
+        description="serve only the metric families whose whole name matches one of these "
+        "regular expressions, separated by commas; the exporter's own metrics are always served",
+    )
+    metric_denylist: Annotated[list[str], NoDecode] = _setting(
+        "NOTTE_EXPORTER_METRIC_DENYLIST",
+        "--metric-denylist",
+        [],
+        description="serve every metric family but those whose whole name matches one of these "
+        "regular expressions, separated by commas; not with the allowlist; the exporter's own "
+        "metrics cannot be denied",
+    )
     web_config_file: Path | None = _setting(
         "NOTTE_EXPORTER_WEB_CONFIG_FILE",
         "--web-config-file",
@@ -264,6 +280,25 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("metric_allowlist", "metric_denylist", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: Any) -> Any:
+        """Comma-separated, in the variable and in each flag (which may repeat)."""
+        parts = [value] if isinstance(value, str) else value
+        if not isinstance(parts, list):
+            return value
+        return [p.strip() for part in parts for p in str(part).split(",") if p.strip()]
+
+    @field_validator("metric_allowlist", "metric_denylist")
+    @classmethod
+    def _check_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return patterns
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
@@ -293,6 +328,9 @@ class Settings(BaseSettings):
     def _check_combinations(self) -> Settings:
         if self.api_key is not None and self.api_key_file is not None:
             raise ValueError("set only one of NOTTE_API_KEY and NOTTE_API_KEY_FILE")
+        if self.metric_allowlist and self.metric_denylist:
+            allow, deny = setting_spec("metric_allowlist"), setting_spec("metric_denylist")
+            raise ValueError(f"set only one of {allow.names()} and {deny.names()}")
         if self.shard >= self.total_shards:
             raise ValueError(
                 f"NOTTE_EXPORTER_SHARD ({self.shard}) must be below "

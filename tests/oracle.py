@@ -10,11 +10,16 @@ prometheus-client's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import Collector
 
@@ -24,11 +29,21 @@ from exporter.snapshot import Snapshot
 EOF_LINE = b"# EOF\n"
 
 
+class _Info(InfoMetricFamily):
+    """An `_info` gauge as prometheus-client's own `Info` writes it; samples are always 1."""
+
+    def add_metric(self, labels: Sequence[str], value: object, timestamp: object = None) -> None:
+        assert value == 1, "an _info family's samples are 1"
+        super().add_metric(labels, {})
+
+
 def _family(
     kind: Kind, name: str, documentation: str, labels: list[str]
-) -> CounterMetricFamily | GaugeMetricFamily:
+) -> CounterMetricFamily | GaugeMetricFamily | _Info:
     if kind == "counter":
         return CounterMetricFamily(name, documentation, labels=labels)
+    if name.endswith("_info"):
+        return _Info(name.removesuffix("_info"), documentation, labels=labels)
     return GaugeMetricFamily(name, documentation, labels=labels)
 
 

@@ -8,6 +8,7 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -176,7 +177,7 @@ def test_warm_renders_requested_variants_once_so_scrapes_render_nothing(
 ) -> None:
     renders: list[bool] = []
 
-    def counting_render(snapshot: Snapshot, openmetrics: bool) -> bytes:
+    def counting_render(snapshot: Snapshot, openmetrics: bool, *served: Any) -> bytes:
         renders.append(openmetrics)
         return render_session_families(snapshot, openmetrics)
 
@@ -214,7 +215,7 @@ def test_scrapes_during_warm_get_the_previous_part_without_waiting(
     release = threading.Event()
     rendering = threading.Event()
 
-    def slow_render(snapshot: Snapshot, openmetrics: bool) -> bytes:
+    def slow_render(snapshot: Snapshot, openmetrics: bool, *served: Any) -> bytes:
         if snapshot.generation == 2:
             rendering.set()
             assert release.wait(timeout=10)
