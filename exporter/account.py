@@ -193,7 +193,7 @@ class AccountPoller:
             detail = await self._client.get_function(function_id, deadline=deadline)
             fs, bad = apply_detail(fs, detail, self._clock())
             if bad:
-                self._metrics.bad_api_data.labels(endpoint=GET_FUNCTION, kind=BAD_SCHEDULE).inc()
+                self._metrics.bad_data(GET_FUNCTION, BAD_SCHEDULE)
                 log.warning(
                     "function %s: cannot read its schedule %r; no next run is exported",
                     function_id,

@@ -50,7 +50,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -82,7 +82,6 @@ from exporter.labels import (
     WRONG_SESSION,
 )
 from exporter.model import Session, describe_invalid, parse_session
-from exporter.selfmetrics import SelfMetrics
 from exporter.settings import DEFAULT_MAX_RESPONSE_BYTES
 
 log = logging.getLogger(__name__)
@@ -99,6 +98,14 @@ MAX_SESSION_ID_LENGTH = 1024
 JSON_BYTES_PER_VALUE = 16
 # The encodings `exporter.body` decodes within the cap; httpx would add br/zstd if installed.
 ACCEPT_ENCODING = "gzip, deflate"
+
+
+class RequestObserver(Protocol):
+    """Where the client reports what it did (the exporter's self-metrics implement it)."""
+
+    def request_done(self, endpoint: str, code: str, seconds: float) -> None: ...
+    def request_retried(self, endpoint: str) -> None: ...
+    def bad_data(self, endpoint: str, kind: str) -> None: ...
 
 
 class NotteError(Exception):
@@ -236,7 +243,7 @@ class NotteClient:
         api_key: ApiKeySource,
         request_timeout: float,
         max_concurrency: int,
-        metrics: SelfMetrics,
+        metrics: RequestObserver,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -422,7 +429,7 @@ class NotteClient:
                 raise outcome.error
             if self._monotonic() + delay >= window.start_by:
                 raise outcome.error
-            self._metrics.api_retries.labels(endpoint=endpoint).inc()
+            self._metrics.request_retried(endpoint)
             log.debug("retrying %s in %.2fs after: %s", endpoint, delay, outcome.error)
             await asyncio.sleep(delay)
 
@@ -534,10 +541,7 @@ class NotteClient:
         return True
 
     def _record(self, endpoint: str, code: str, started: float) -> None:
-        self._metrics.api_requests.labels(endpoint=endpoint, code=code).inc()
-        self._metrics.api_request_duration.labels(endpoint=endpoint).observe(
-            time.perf_counter() - started
-        )
+        self._metrics.request_done(endpoint, code, time.perf_counter() - started)
 
     def _checked(self, endpoint: str, session: Session) -> Session:
         """Count a status the contract does not know; the session is still exported."""
@@ -546,7 +550,7 @@ class NotteClient:
         return session
 
     def _count_bad(self, endpoint: str, kind: str) -> None:
-        self._metrics.bad_api_data.labels(endpoint=endpoint, kind=kind).inc()
+        self._metrics.bad_data(endpoint, kind)
 
     # -- the account beyond sessions: functions, runs, the runtime, usage ----------
     # Each takes one of the request slots every request shares (`_call`): the

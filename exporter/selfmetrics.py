@@ -51,6 +51,17 @@ class SelfMetrics:
     oldest_refresh_age: Gauge
     list_truncated: Gauge
 
+    # What the API client reports (`client.RequestObserver`): it imports no metrics.
+    def request_done(self, endpoint: str, code: str, seconds: float) -> None:
+        self.api_requests.labels(endpoint=endpoint, code=code).inc()
+        self.api_request_duration.labels(endpoint=endpoint).observe(seconds)
+
+    def request_retried(self, endpoint: str) -> None:
+        self.api_retries.labels(endpoint=endpoint).inc()
+
+    def bad_data(self, endpoint: str, kind: str) -> None:
+        self.bad_api_data.labels(endpoint=endpoint, kind=kind).inc()
+
 
 def create_self_metrics(
     shard: int = 0,
