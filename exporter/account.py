@@ -31,7 +31,14 @@ from typing import Any
 
 from exporter.accountmodel import Function, FunctionRun, RuntimeHealth, Usage
 from exporter.accountsnapshot import AccountStore, build_account_snapshot
-from exporter.client import BadResponse, NotFound, NotteClient, NotteError, UnusableSessionId
+from exporter.client import (
+    BadResponse,
+    NotFound,
+    NotteClient,
+    NotteError,
+    RequestObserver,
+    UnusableSessionId,
+)
 from exporter.functions import (
     MAX_FUNCTIONS,
     FunctionsState,
@@ -44,7 +51,6 @@ from exporter.functions import (
     next_runs_page,
 )
 from exporter.labels import BAD_SCHEDULE, GET_FUNCTION
-from exporter.selfmetrics import SelfMetrics
 from exporter.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +95,7 @@ class AccountPoller:
         *,
         options: AccountOptions,
         client: NotteClient,
-        metrics: SelfMetrics,
+        metrics: RequestObserver,
         store: AccountStore,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,

@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from exporter.client import (
     ApiUnreachable,
@@ -44,9 +45,7 @@ from exporter.client import (
 )
 from exporter.configured import ConfiguredIds
 from exporter.inflight import InFlight
-from exporter.labels import FAILURE, SUCCESS
 from exporter.model import Session
-from exporter.selfmetrics import SelfMetrics
 from exporter.settings import Settings
 from exporter.sharding import owns
 from exporter.snapshot import SnapshotStore, build_snapshot
@@ -69,6 +68,16 @@ REQUEST_OVERTIME = CYCLE_BUDGET_FRACTION
 MAX_WARM_FRACTION = 0.5
 SHUTDOWN_GRACE_SECONDS = 1.0
 _LISTING = "listing"
+
+
+class PollObserver(Protocol):
+    """Where the poller reports its cycles (the exporter's self-metrics implement it)."""
+
+    def cycle_ended(self, *, succeeded: bool, seconds: float, now: float) -> None: ...
+    def sessions_deferred(self, count: int) -> None: ...
+    def list_cut_at_cap(self, truncated: bool) -> None: ...
+    def sweep_state(self, *, configured: bool, running: bool) -> None: ...
+    def watch_oldest_refresh(self, age: Callable[[], float]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,7 @@ class Poller:
         options: PollOptions,
         client: NotteClient,
         configured: ConfiguredIds,
-        metrics: SelfMetrics,
+        metrics: PollObserver,
         store: SnapshotStore,
         warm: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -180,9 +189,8 @@ class Poller:
         self._deferring = False
         self._truncated = False
         self._oldest_refresh: float | None = None
-        metrics.sweep_enabled.set(1 if self._sweeping else 0)
-        metrics.sweep_configured.set(1 if options.discovery and options.sweep else 0)
-        metrics.oldest_refresh_age.set_function(self._oldest_refresh_age)
+        metrics.sweep_state(configured=options.discovery and options.sweep, running=self._sweeping)
+        metrics.watch_oldest_refresh(self._oldest_refresh_age)
 
     @property
     def _sweeping(self) -> bool:
@@ -311,7 +319,7 @@ class Poller:
         """The gauge, and one warning when listings start stopping at the page cap."""
         if truncated is None:
             return
-        self._metrics.list_truncated.set(1 if truncated else 0)
+        self._metrics.list_cut_at_cap(truncated)
         if truncated and not self._truncated:
             log.warning(
                 "stopped listing active sessions at the page cap (%d pages, max_sessions x "
@@ -360,7 +368,8 @@ class Poller:
                 run.max_pages,
             )
         if not self._sweep.enabled:
-            self._metrics.sweep_enabled.set(0)
+            configured = self._options.discovery and self._options.sweep
+            self._metrics.sweep_state(configured=configured, running=False)
             log.warning(
                 "the sweep is off: the API lists sessions in no order of creation time, so "
                 "sessions that start and end between two polls are not seen"
@@ -455,15 +464,10 @@ class Poller:
             self._store.publish(snapshot, succeeded=succeeded)
         except Exception:
             log.exception("could not publish the poll cycle's values")
-        metrics = self._metrics
-        metrics.poll_duration.observe(duration)
-        metrics.polls.labels(result=SUCCESS if succeeded else FAILURE).inc()
-        metrics.up.set(1 if succeeded else 0)
-        if succeeded:
-            metrics.last_poll_success.set(now)
+        self._metrics.cycle_ended(succeeded=succeeded, seconds=duration, now=now)
         if cycle.configured is not None and not cycle.blocked:
             self._deferred = _deferred(cycle, self._fetches)
-        metrics.deferred_sessions.set(self._deferred)
+        self._metrics.sessions_deferred(self._deferred)
         self._oldest_refresh = oldest_refresh(self._state)
         self._log_deferral(self._deferred)
         self._log_health(cycle.failures)

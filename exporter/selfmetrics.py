@@ -7,6 +7,7 @@ render. Everything derived from the sessions is declared in `catalogue.py` inste
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -22,7 +23,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
-from exporter.labels import BAD_DATA_KINDS, ENDPOINTS, POLL_RESULTS
+from exporter.labels import BAD_DATA_KINDS, ENDPOINTS, FAILURE, POLL_RESULTS, SUCCESS
 
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120)
 _REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -50,6 +51,27 @@ class SelfMetrics:
     deferred_sessions: Gauge
     oldest_refresh_age: Gauge
     list_truncated: Gauge
+
+    # What the poller reports (`poller.PollObserver`): it imports no metrics.
+    def cycle_ended(self, *, succeeded: bool, seconds: float, now: float) -> None:
+        self.poll_duration.observe(seconds)
+        self.polls.labels(result=SUCCESS if succeeded else FAILURE).inc()
+        self.up.set(1 if succeeded else 0)
+        if succeeded:
+            self.last_poll_success.set(now)
+
+    def sessions_deferred(self, count: int) -> None:
+        self.deferred_sessions.set(count)
+
+    def list_cut_at_cap(self, truncated: bool) -> None:
+        self.list_truncated.set(1 if truncated else 0)
+
+    def sweep_state(self, *, configured: bool, running: bool) -> None:
+        self.sweep_configured.set(1 if configured else 0)
+        self.sweep_enabled.set(1 if running else 0)
+
+    def watch_oldest_refresh(self, age: Callable[[], float]) -> None:
+        self.oldest_refresh_age.set_function(age)
 
     # What the API client reports (`client.RequestObserver`): it imports no metrics.
     def request_done(self, endpoint: str, code: str, seconds: float) -> None:
