@@ -3,8 +3,9 @@
 `http11` hands each request here once it may be answered (`access`) and writes the
 `Answer` out. The endpoints only read: the exposition (cached session part, live
 self part, negotiated to text or OpenMetrics, gzip or not) and the store's
-readiness. A `/metrics` answer is built in an executor: a render can take hundreds of
-milliseconds at 10,000 sessions, and the event loop must keep serving meanwhile.
+readiness. A `/metrics` answer that needs a render is built in an executor: a render can
+take hundreds of milliseconds at 10,000 sessions, and the event loop must keep serving
+meanwhile. One from the cache is built on the loop: a thread hop would cost more.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class Endpoints:
 
     async def answer(self, request: Request) -> Answer:
         if request.path == "/metrics":
+            if self.exposition.cached(
+                openmetrics=wants_openmetrics(request.accept),
+                gzip=wants_gzip(request.accept_encoding),
+            ):
+                return self.metrics(request)  # a few milliseconds: the live self part
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, self.metrics, request)
         if request.path == "/healthz":

@@ -46,6 +46,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 100
 LINGER_SECONDS = 1.0  # after an error answer, how long the client's unread bytes are drained
 MAX_LINGER_BYTES = 1024 * 1024  # and how many at most
+LINGER_QUIET_SECONDS = 0.1  # and how long without one
 CLOSE_SECONDS = 1.0  # waiting for a TLS goodbye
 # A connection refused (401, 429) that asks again at once is held this long before its next
 # answer: a flood on kept-alive connections then costs some 300 answers a second per 300
@@ -113,7 +114,8 @@ async def _converse(
     if context is not None:
         async with asyncio.timeout_at(deadline):
             await writer.start_tls(context, ssl_handshake_timeout=service.limits.header_timeout)
-    writer.transport.set_write_buffer_limits(high=0)  # drain() waits until all is sent
+    else:  # drain() waits until all is sent, so each piece goes out from its view
+        writer.transport.set_write_buffer_limits(high=0)  # (TLS encrypts into copies anyway)
     parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     refused = 0
     while True:
@@ -141,6 +143,7 @@ async def _converse(
         parser.start_next_cycle()
         service.table.waiting(connection, trusted=trusted)
         deadline = None
+        await asyncio.sleep(0)  # pipelined requests are in h11's buffer: let others go first
 
 
 async def _next_request(
@@ -179,12 +182,17 @@ async def _next_event(
     idle = deadline is None and not parser.trailing_data[0]
     if deadline is None:
         deadline = loop.time() + (limits.idle_timeout if idle else limits.header_timeout)
-    while (event := parser.next_event()) is h11.NEED_DATA:
-        async with asyncio.timeout_at(deadline):
+    event = parser.next_event()
+    if event is not h11.NEED_DATA:
+        return event
+    async with asyncio.timeout_at(deadline) as timeout:  # one timer a head, not one a read
+        while event is h11.NEED_DATA:
             data = await reader.read(READ_SIZE)
-        if idle:  # the next request's first byte: its head has the header deadline
-            idle, deadline = False, loop.time() + limits.header_timeout
-        parser.receive_data(data)  # b"": the client closed
+            if idle:  # the next request's first byte: its head has the header deadline
+                idle = False
+                timeout.reschedule(loop.time() + limits.header_timeout)
+            parser.receive_data(data)  # b"": the client closed
+            event = parser.next_event()
     return event
 
 
@@ -275,14 +283,20 @@ def _response(answer: Answer, in_force: InForce) -> h11.Response:
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Drain what the client still sends, for a while: closing with unread bytes would
-    reset the connection, and the client could lose the answer (Go's lingering close)."""
+    reset the connection, and the client could lose the answer (Go's lingering close).
+    It ends at the client's EOF, after `LINGER_QUIET_SECONDS` without a byte (a TLS client,
+    which cannot be sent half a close, waits for ours), or at the bounds."""
     if writer.can_write_eof():
         writer.write_eof()
-    drained = 0
+    loop = asyncio.get_running_loop()
+    until, drained = loop.time() + LINGER_SECONDS, 0
     with contextlib.suppress(TimeoutError, OSError):
-        async with asyncio.timeout(LINGER_SECONDS):
-            while drained <= MAX_LINGER_BYTES and (data := await reader.read(READ_SIZE)):
-                drained += len(data)
+        while drained <= MAX_LINGER_BYTES:
+            async with asyncio.timeout(min(LINGER_QUIET_SECONDS, until - loop.time())):
+                data = await reader.read(READ_SIZE)
+            if not data:
+                return
+            drained += len(data)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
