@@ -469,6 +469,11 @@ def main(argv: list[str] | None = None) -> int:
         help="hostile API answers in turn, notte_up checked, slowloris and wrong passwords",
     )
     parser.add_argument(
+        "--no-connect-flood",
+        action="store_true",
+        help="with --hostile, leave out the connect flood (to compare with runs before it)",
+    )
+    parser.add_argument(
         "--spell",
         type=float,
         default=None,
@@ -519,7 +524,8 @@ def soak(args: argparse.Namespace, web_config: Path | None) -> int:
             ]
             attackers += [
                 threading.Thread(target=client, args=(port, stop_attack, record), daemon=True)
-                for client in HOSTILE_CLIENTS.values()
+                for mode, client in HOSTILE_CLIENTS.items()
+                if not (mode == "connect-flood" and args.no_connect_flood)
             ]
         else:
             threads.append(
@@ -605,7 +611,7 @@ def soak(args: argparse.Namespace, web_config: Path | None) -> int:
 def report_hostile(record: Record, final: Samples, rss_peak_kib: int, elapsed: float) -> bool:
     """The hostile run's verdict lines; True when every authorised scrape was answered
     within SCRAPE_DEADLINE, memory fit the shipped limit and `notte_up` never lied."""
-    for mode in HOSTILE_CLIENTS:
+    for mode in (mode for mode in HOSTILE_CLIENTS if record.attack_peers[mode]):
         at_once = FLOOD_CONNECTIONS if mode == "connect-flood" else ATTACK_CONNECTIONS
         print(
             f"hostile: {mode}: {at_once} connections at a time, "

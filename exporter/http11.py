@@ -116,7 +116,11 @@ async def _converse(
             await writer.start_tls(context, ssl_handshake_timeout=service.limits.header_timeout)
     else:  # drain() waits until all is sent, so each piece goes out from its view
         writer.transport.set_write_buffer_limits(high=0)  # (TLS encrypts into copies anyway)
+    async with asyncio.timeout_at(deadline):
+        first = await reader.read(READ_SIZE)
+    # Made once the client spoke: a connect flood's silent connections cost no parser.
     parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+    parser.receive_data(first)  # b"": closed without a word, seen as such below
     refused = 0
     while True:
         got = await _next_request(parser, reader, service.limits, deadline)
