@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 WORKERS = 4  # threads building /metrics answers; more would only contend for the GIL
 STOP_SECONDS = 2.0  # for the connections to be closed and the loop to end
 LISTEN_BACKLOG = 1024  # connections the kernel holds until accepted
-ACCEPT_BATCH = 64  # connections accepted at one wakeup of the loop
 
 
 class MetricsServer:
@@ -169,13 +168,9 @@ class MetricsServer:
             finally:
                 connections.discard(task)
 
-        # asyncio accepts up to `backlog` connections a wakeup, each costing some 0.1 ms of
-        # loop time: a batch of ACCEPT_BATCH keeps a connect flood from holding the loop for
-        # its whole burst, and the kernel's queue is set back to LISTEN_BACKLOG after.
         server = await asyncio.start_server(
-            accepted, sock=self._listener, limit=READ_SIZE, backlog=ACCEPT_BATCH
+            accepted, sock=self._listener, limit=READ_SIZE, backlog=LISTEN_BACKLOG
         )
-        self._listener.listen(LISTEN_BACKLOG)
         started.set()
         try:
             await self._stopping.wait()
