@@ -13,8 +13,9 @@ JSON nested 100k deep, a redirect, an answer about another session), between
 calm spells, while a checker compares `notte_up` with what the API is doing.
 At the same time the exporter's own HTTP side is attacked (`HOSTILE_CLIENTS`):
 300 slowloris connections and 300 connections sending wrong passwords, each
-set from a `tests/hostile_peer.py` process of its own. The exporter runs with a
-web config holding basic auth with a bcrypt hash of cost 10, so every wrong
+set from a `tests/hostile_peer.py` process of its own, and every 10 s a connect
+flood of 1,500 idle connections from 127.0.0.2, past the connection cap, held 5 s.
+The exporter runs with a web config holding basic auth with a bcrypt hash of cost 10, so every wrong
 password it checks costs real bcrypt work, and the scrapers send the right one
 (half on kept-alive connections, as Prometheus does, half on a new connection
 each time). It prints scrape latency p50/p99/max (every authorised scrape must
@@ -70,6 +71,8 @@ SCRAPE_DEADLINE = 1.0  # seconds: an authorised scrape slower than this fails th
 USER, PASSWORD = "prometheus", "soak-scrape-password"
 BCRYPT_COST = 10
 ATTACK_CONNECTIONS = 300  # per kind of hostile client
+FLOOD_CONNECTIONS = 1500  # the connect flood's, past the exporter's cap of 1,000
+FLOOD_SOURCE = "127.0.0.2"  # another peer address than the scrapers'
 
 # Hostile answers, taken in turn by `--hostile`, and whether the cycle fails while
 # one is in force (so `notte_up` must read 0): every cycle lists sessions, but only
@@ -121,11 +124,17 @@ class Peer:
     """`python -m tests.hostile_peer`: ATTACK_CONNECTIONS hostile connections from a
     process of its own (an attacker does not share the exporter's or our GIL)."""
 
-    def __init__(self, port: int, mode: str) -> None:
+    def __init__(
+        self,
+        port: int,
+        mode: str,
+        connections: int = ATTACK_CONNECTIONS,
+        source: str = "127.0.0.1",
+    ) -> None:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.hostile_peer", "--port", str(port), "--mode", mode,
-             "--connections", str(ATTACK_CONNECTIONS)],
+             "--connections", str(connections), "--source", source],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )  # fmt: skip
         assert self.process.stdout is not None
@@ -183,12 +192,27 @@ def wrong_passwords(port: int, stop: threading.Event, record: Record) -> None:
         record.attacks["wrong-password"].update(tally)
 
 
+def connect_flood(port: int, stop: threading.Event, record: Record) -> None:
+    """Every 10 s, FLOOD_CONNECTIONS idle connections from FLOOD_SOURCE, held 5 s: past
+    the connection cap, so the exporter closes connections for room all along (the
+    flood's own, never a scrape being answered nor a kept-alive scraper)."""
+    while not stop.wait(5):
+        peer = Peer(port, "idle", FLOOD_CONNECTIONS, FLOOD_SOURCE)
+        with record.lock:
+            record.attack_peers["connect-flood"] += 1
+        stop.wait(5)
+        tally = peer.finish()
+        with record.lock:
+            record.attacks["connect-flood"].update(tally)
+
+
 # Hostile clients of the exporter's own HTTP endpoints, each started on a daemon
 # thread as `client(port, stop, record)` and returning (tallies in `record.attacks`)
 # once `stop` is set, which happens only after the exporter got its SIGTERM.
 HOSTILE_CLIENTS: dict[str, Callable[[int, threading.Event, Record], None]] = {
     "slowloris": slowloris,
     "wrong-password": wrong_passwords,
+    "connect-flood": connect_flood,
 }
 
 
@@ -445,6 +469,11 @@ def main(argv: list[str] | None = None) -> int:
         help="hostile API answers in turn, notte_up checked, slowloris and wrong passwords",
     )
     parser.add_argument(
+        "--no-connect-flood",
+        action="store_true",
+        help="with --hostile, leave out the connect flood (to compare with runs before it)",
+    )
+    parser.add_argument(
         "--spell",
         type=float,
         default=None,
@@ -495,7 +524,8 @@ def soak(args: argparse.Namespace, web_config: Path | None) -> int:
             ]
             attackers += [
                 threading.Thread(target=client, args=(port, stop_attack, record), daemon=True)
-                for client in HOSTILE_CLIENTS.values()
+                for mode, client in HOSTILE_CLIENTS.items()
+                if not (mode == "connect-flood" and args.no_connect_flood)
             ]
         else:
             threads.append(
@@ -581,10 +611,11 @@ def soak(args: argparse.Namespace, web_config: Path | None) -> int:
 def report_hostile(record: Record, final: Samples, rss_peak_kib: int, elapsed: float) -> bool:
     """The hostile run's verdict lines; True when every authorised scrape was answered
     within SCRAPE_DEADLINE, memory fit the shipped limit and `notte_up` never lied."""
-    for mode in HOSTILE_CLIENTS:
+    for mode in (mode for mode in HOSTILE_CLIENTS if record.attack_peers[mode]):
+        at_once = FLOOD_CONNECTIONS if mode == "connect-flood" else ATTACK_CONNECTIONS
         print(
-            f"hostile: {mode}: {ATTACK_CONNECTIONS} connections at a time, "
-            f"{record.attack_peers[mode]} x {ATTACK_CONNECTIONS} in all"
+            f"hostile: {mode}: {at_once} connections at a time, "
+            f"{record.attack_peers[mode]} x {at_once} in all"
         )
     for mode, tally in sorted(record.attacks.items()):
         answers = ", ".join(f"{k}={v}" for k, v in sorted(tally.items())) or "nothing"

@@ -1,10 +1,9 @@
-"""Who may ask what, and the plain answers to those who may not, as both HTTP stages give them.
+"""Who may ask what, and the plain answers to those who may not.
 
 The probes (`OPEN_PATHS`) are open; every other path needs basic auth when the
-web config names users. The front stage (`connections`) answers itself a request
-a worker could only refuse; the endpoints (`endpoints`) give the same `Refusal`
-after a check. Both take it from here, so they agree. `InForce` is one web
-config with what the server builds from it, so one request sees one config.
+web config names users. Credentials seen before pass at once (`BasicAuthVerifier.known`);
+others wait for a bcrypt check admitted per peer address (`passwordchecks`). `InForce`
+is one web config with what the server builds from it, so one request sees one config.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from http import HTTPStatus
 from types import MappingProxyType
 
 from exporter import __version__
-from exporter.basicauth import BasicAuthVerifier
+from exporter.basicauth import BasicAuthVerifier, VerifierBusy, has_basic_credentials
+from exporter.passwordchecks import PasswordChecks
 from exporter.webconfig import WebConfig
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
@@ -46,16 +46,6 @@ class Refusal:
     body: bytes
     headers: Mapping[str, str]
 
-    def response(self, extra: Mapping[str, str], *, head_only: bool = False) -> bytes:
-        """The whole HTTP/1.1 response, for the front stage, which has no handler to write it."""
-        fields = {"Server": SERVER, "Content-Type": PLAIN, "Content-Length": str(len(self.body))}
-        fields.update(self.headers)
-        fields.update(extra)
-        head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
-        status = f"{self.status.value} {self.status.phrase}"
-        response = f"HTTP/1.1 {status}\r\n{head}\r\n".encode("latin-1")
-        return response if head_only else response + self.body
-
 
 NO_CREDENTIALS = Refusal(
     HTTPStatus.UNAUTHORIZED,
@@ -76,3 +66,19 @@ class InForce:
     config: WebConfig
     ssl_context: ssl.SSLContext | None
     verifier: BasicAuthVerifier
+
+
+async def refusal(
+    path: str, authorization: str | None, peer: str, in_force: InForce, checks: PasswordChecks
+) -> Refusal | None:
+    """None when the request may be answered, else how it is refused."""
+    verifier = in_force.verifier
+    if path in OPEN_PATHS or not verifier.enabled or verifier.known(authorization):
+        return None
+    if not has_basic_credentials(authorization):
+        return NO_CREDENTIALS
+    try:
+        matches = await checks.check(verifier, peer, authorization)
+    except VerifierBusy:
+        return TOO_MANY_CHECKS
+    return None if matches else NO_CREDENTIALS

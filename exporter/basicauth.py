@@ -30,7 +30,8 @@ import bcrypt
 
 BCRYPT_MAX_PASSWORD_BYTES = 72
 CACHE_SIZE = 256
-# Uncached checks running or waiting at once; each holds one HTTP worker thread.
+# Uncached checks running or waiting at once in this verifier (the server admits them per
+# peer address first: `passwordchecks`).
 MAX_PENDING_CHECKS = 4
 _CALIBRATION_PASSWORD = b"notte-exporter timing calibration"
 

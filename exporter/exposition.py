@@ -149,12 +149,20 @@ class Exposition:
     def content_type(self, openmetrics: bool) -> str:
         return OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
 
+    def cached(self, *, openmetrics: bool, gzip: bool) -> bool:
+        """Whether `chunks` would serve the cached part now, rendering nothing: the server
+        then builds the answer on its event loop instead of handing it to a thread."""
+        return self._usable(self._rendered.get(openmetrics), gzip)
+
+    def _usable(self, rendered: _Rendered | None, gzip: bool) -> bool:
+        if rendered is None or (gzip and rendered.gzip is None):
+            return False
+        return rendered.generation == self._snapshot().generation or self._warming
+
     def _part(self, openmetrics: bool, gzip: bool) -> _Rendered:
         """The cached part when it will do, else a render of the current snapshot."""
         rendered = self._rendered.get(openmetrics)
-        if rendered is None or (gzip and rendered.gzip is None):
-            return self._render_current(openmetrics, gzip)
-        if rendered.generation == self._snapshot().generation or self._warming:
+        if rendered is not None and self._usable(rendered, gzip):
             return rendered
         return self._render_current(openmetrics, gzip)
 

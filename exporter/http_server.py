@@ -1,52 +1,54 @@
 """The HTTP server: `/metrics`, `/healthz`, `/readyz` and the landing page.
 
-It only reads: the exposition and the store's readiness, through `endpoints`.
-Two stages, so that no client can deny scrapes by being slow:
+It only reads: the exposition and the store's readiness, through `endpoints`. An
+asyncio event loop on a thread of its own holds every connection (`http11`, where h11
+parses every request), so a slow client costs a socket and a buffer, never a thread.
+Two small executors do the work that would stall the loop: `/metrics` answers (a
+render can take hundreds of milliseconds) and bcrypt checks (`passwordchecks`). The
+connection cap and the memory of answers in flight are `connections`' business.
 
-- the *front* stage (`connections`), one thread with a selector, holds every
-  connection that waits on its client: TLS handshakes, request headers under a
-  deadline, answers that the client reads slowly, idle keep-alive connections;
-- a fixed pool of *worker* threads, here, gets only complete requests, through a
-  bounded queue in which known credentials go first, then probes, then the rest,
-  builds each answer and writes what the socket takes at once; the front stage
-  writes the rest, and waits for the next request.
-
-Who may ask what (`access`) both stages apply. The web config (TLS, users,
-headers) is looked up for each new connection and each request, so a changed
-file applies without a restart.
+The web config (TLS, users, headers) is looked up for each new connection and each
+request, so a changed file applies without a restart; `reload_web_config` (SIGHUP)
+reads it at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import threading
-import time
+from concurrent.futures import ThreadPoolExecutor
 
 from exporter.access import InForce
 from exporter.basicauth import BasicAuthVerifier
-from exporter.connections import (
-    HEADER_TIMEOUT_SECONDS,
-    IDLE_TIMEOUT_SECONDS,
-    MAX_WAITING_CONNECTIONS,
-    WRITE_TIMEOUT_SECONDS,
-    FrontStage,
-    Limits,
-    RequestQueue,
-    outgoing,
-    send_some,
-)
+from exporter.connections import MAX_CONNECTIONS, ConnectionTable
 from exporter.endpoints import Endpoints
 from exporter.exposition import Exposition
+from exporter.http11 import (
+    HEADER_TIMEOUT_SECONDS,
+    IDLE_TIMEOUT_SECONDS,
+    READ_SIZE,
+    WRITE_TIMEOUT_SECONDS,
+    Limits,
+    Service,
+    serve,
+)
+from exporter.passwordchecks import RUNNING, PasswordChecks
 from exporter.snapshot import SnapshotStore
 from exporter.webconfig import WebConfig, WebConfigError, WebConfigWatcher, build_ssl_context
 
+__all__ = ["HEADER_TIMEOUT_SECONDS", "MetricsServer"]
+
 log = logging.getLogger(__name__)
 
-WORKERS = 8  # more would only contend for the GIL: the work is Python, not I/O
+WORKERS = 4  # threads building /metrics answers; more would only contend for the GIL
+STOP_SECONDS = 2.0  # for the connections to be closed and the loop to end
+LISTEN_BACKLOG = 1024  # connections the kernel holds until accepted
 
 
 class MetricsServer:
-    """Serves the exporter's endpoints; `start()` runs the front stage and the workers."""
+    """Serves the exporter's endpoints; `start()` runs the event loop on its own thread."""
 
     def __init__(
         self,
@@ -58,30 +60,31 @@ class MetricsServer:
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
         write_timeout: float = WRITE_TIMEOUT_SECONDS,
-        max_waiting_connections: int = MAX_WAITING_CONNECTIONS,
+        max_connections: int = MAX_CONNECTIONS,
         workers: int = WORKERS,
     ) -> None:
-        self._endpoints = Endpoints(exposition, store)
         self._web_config = web_config if web_config is not None else WebConfig()
         self._in_force_lock = threading.Lock()
         self._serving = self._build(self._config_now(), previous=None)
-        self._requests = RequestQueue()
-        self._stopping = threading.Event()
-        self._front = FrontStage(
-            address,
+        self._listener = _listen(address)
+        self._renders = ThreadPoolExecutor(workers, thread_name_prefix="metrics-render")
+        self._bcrypt = ThreadPoolExecutor(RUNNING, thread_name_prefix="basic-auth")
+        self._service = Service(
             in_force=self._in_force,
-            requests=self._requests,
-            stopping=self._stopping,
-            limits=Limits(header_timeout, idle_timeout, write_timeout, max_waiting_connections),
+            endpoints=Endpoints(exposition, store, self._renders),
+            checks=PasswordChecks(self._bcrypt),
+            table=ConnectionTable(max_connections),
+            limits=Limits(header_timeout, idle_timeout, write_timeout),
         )
-        self._workers = workers
-        self._threads: list[threading.Thread] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
 
     # -- configuration ----------------------------------------------------------------------
 
     @property
     def port(self) -> int:
-        return self._front.port
+        return int(self._listener.getsockname()[1])
 
     @property
     def scheme(self) -> str:
@@ -128,54 +131,67 @@ class MetricsServer:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._front.open()
-        self._threads = [threading.Thread(target=self._front.run, name="metrics-http", daemon=True)]
-        self._threads += [
-            threading.Thread(target=self._work, name=f"metrics-http-{index}", daemon=True)
-            for index in range(self._workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete,
+            args=(self._run(started),),
+            name="metrics-http",
+            daemon=True,
+        )
+        self._thread.start()
+        started.wait(STOP_SECONDS)
 
     def stop(self) -> None:
-        """Stop accepting, let each worker finish its request, close every connection."""
-        self._stopping.set()
-        self._front.wake()
-        front, workers = self._threads[:1], self._threads[1:]
-        self._threads = []
-        for thread in front:
-            thread.join(timeout=2)
-        self._requests.close_queued()
-        for _ in workers:
-            self._requests.stop_one()
-        deadline = time.monotonic() + 2
-        for thread in workers:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        self._front.close()
+        """Stop accepting, close every connection, end the loop and its executors."""
+        if self._thread is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join(STOP_SECONDS + 1)
+        self._thread = None
+        self._renders.shutdown(wait=False, cancel_futures=True)
+        self._bcrypt.shutdown(wait=False, cancel_futures=True)
+        if not self._loop.is_running():
+            self._loop.close()
+        self._listener.close()
 
-    # -- the workers --------------------------------------------------------------------------
+    async def _run(self, started: threading.Event) -> None:
+        self._stopping = asyncio.Event()
+        connections: set[asyncio.Task[None]] = set()
 
-    def _work(self) -> None:
-        """Answer a request, write what the socket takes at once, leave the rest to the front.
-
-        A client that reads slowly (or not at all) then holds no worker.
-        """
-        while (item := self._requests.get()) is not None:
-            connection, head, rest = item
-            connection.rest = rest
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            connections.add(task)
             try:
-                response, connection.keep_alive = self._endpoints.answer(
-                    connection.sock, connection.peer, head, self._in_force()
-                )
-                connection.sock.setblocking(False)
-                connection.outgoing = send_some(connection.sock, outgoing(response))
-            except Exception as exc:  # a broken client (reset, timeout) is the client's problem
-                log.debug(
-                    "%s: connection ended with an error: %r", connection.peer, exc, exc_info=True
-                )
-                connection.sock.close()
-                continue
-            if self._stopping.is_set() or not (connection.outgoing or connection.keep_alive):
-                connection.sock.close()
-            else:
-                self._front.give_back(connection)
+                await serve(reader, writer, self._service)
+            except asyncio.CancelledError:
+                pass  # stopping: asyncio's stream callback must not see a cancelled task
+            finally:
+                connections.discard(task)
+
+        server = await asyncio.start_server(
+            accepted, sock=self._listener, limit=READ_SIZE, backlog=LISTEN_BACKLOG
+        )
+        started.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            server.close()
+            self._service.table.abort_all()
+            for task in connections:
+                task.cancel()
+            if connections:
+                await asyncio.wait(connections, timeout=STOP_SECONDS)
+
+
+def _listen(address: tuple[str, int]) -> socket.socket:
+    """A listening socket; `[::]` takes IPv4 too where the system allows, as Go does."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

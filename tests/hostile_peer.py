@@ -1,8 +1,9 @@
 """A hostile HTTP client, run in its own process by `tests/test_hostile_clients.py`.
 
-    python -m tests.hostile_peer --port N --mode slowloris|wrong-password|tls-hello
+    python -m tests.hostile_peer --port N --mode slowloris|wrong-password|tls-hello|idle
 
-It opens `--connections` sockets to 127.0.0.1, sends each an opening, then reacts
+It opens `--connections` sockets to 127.0.0.1 (from `--source`, another loopback
+address such as 127.0.0.2, to be another peer), sends each an opening, then reacts
 to what it reads (and every 50 ms), until its stdin closes; then it prints a
 tally (statuses answered, connections the server closed) as one JSON line. A
 process of its own, as a real attacker is: it does not share the exporter's GIL.
@@ -52,6 +53,7 @@ MODES: dict[str, tuple[bytes, Callable[[socket.socket, bytes], None]]] = {
     "no-password": (NO_PASSWORD, _again(NO_PASSWORD)),
     # The start of a TLS ClientHello, then nothing.
     "tls-hello": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", _stall),
+    "idle": (b"", _stall),  # a connect flood: connections that never say a thing
 }
 
 
@@ -60,13 +62,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--connections", type=int, default=300)
+    parser.add_argument("--source", default="127.0.0.1", help="the address to connect from")
     args = parser.parse_args()
     opening, react = MODES[args.mode]
     selector = selectors.DefaultSelector()
     sockets = []
     for _ in range(args.connections):
-        sock = socket.create_connection(("127.0.0.1", args.port), timeout=5)
-        sock.sendall(opening)
+        sock = socket.create_connection(
+            ("127.0.0.1", args.port), timeout=5, source_address=(args.source, 0)
+        )
+        if opening:
+            sock.sendall(opening)
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ)
         sockets.append(sock)

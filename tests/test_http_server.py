@@ -354,17 +354,16 @@ def test_silent_and_malformed_clients_do_not_stop_other_scrapes(
         assert timed_scrape(plain.url) < PROMPTLY
         huge_header = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
         assert raw_exchange(port, huge_header).startswith(b"HTTP/1.1 431")
-        many_headers = b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 500 + b"\r\n"
+        # Each with its Host: an HTTP/1.1 request without one is a 400 (RFC 9112 3.2) first.
+        many_headers = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 500 + b"\r\n"
         assert raw_exchange(port, many_headers).startswith(b"HTTP/1.1 431")
-        long_target = b"GET /" + b"m" * 100_000 + b" HTTP/1.1\r\n\r\n"
+        long_target = b"GET /" + b"m" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
         assert raw_exchange(port, long_target).startswith(b"HTTP/1.1 414")
         # No protocol version in the request line: the answer is HTTP/0.9, a bare error page.
         assert b"400" in raw_exchange(port, b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
         assert b"400" in raw_exchange(port, b"BREW /coffee HTCPCP/1.0\r\n\r\n")
-        assert (
-            raw_exchange(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")[:12]
-            == b"HTTP/1.1 501"
-        )
+        post = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        assert raw_exchange(port, post)[:12] == b"HTTP/1.1 501"
         for _ in range(3):
             assert timed_scrape(plain.url) < PROMPTLY
     finally:
