@@ -17,12 +17,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import MappingProxyType
+from typing import Protocol
 
 from exporter import __version__
 from exporter.access import PLAIN, Refusal
 from exporter.exposition import Chunks, Exposition
 from exporter.negotiation import wants_gzip, wants_openmetrics
-from exporter.snapshot import SnapshotStore
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -57,10 +57,17 @@ class Answer:
         return cls(status, PLAIN, (f"{status.value} {status.phrase}\n".encode(),), close=True)
 
 
+class Readiness(Protocol):
+    """What `/readyz` reads: whether a poll cycle has succeeded yet (the snapshot store)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+
 class Endpoints:
     """Answers requests from the exposition and the store."""
 
-    def __init__(self, exposition: Exposition, store: SnapshotStore, executor: Executor) -> None:
+    def __init__(self, exposition: Exposition, store: Readiness, executor: Executor) -> None:
         self.exposition = exposition
         self.store = store
         self._executor = executor

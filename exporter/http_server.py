@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from exporter.access import InForce
 from exporter.basicauth import BasicAuthVerifier
 from exporter.connections import MAX_CONNECTIONS, ConnectionTable
-from exporter.endpoints import Endpoints
+from exporter.endpoints import Endpoints, Readiness
 from exporter.exposition import Exposition
 from exporter.http11 import (
     HEADER_TIMEOUT_SECONDS,
@@ -35,7 +35,6 @@ from exporter.http11 import (
     serve,
 )
 from exporter.passwordchecks import RUNNING, PasswordChecks
-from exporter.snapshot import SnapshotStore
 from exporter.webconfig import WebConfig, WebConfigError, WebConfigWatcher, build_ssl_context
 
 __all__ = ["HEADER_TIMEOUT_SECONDS", "MetricsServer"]
@@ -55,7 +54,7 @@ class MetricsServer:
         address: tuple[str, int],
         *,
         exposition: Exposition,
-        store: SnapshotStore,
+        store: Readiness,
         web_config: WebConfigWatcher | WebConfig | None = None,
         header_timeout: float = HEADER_TIMEOUT_SECONDS,
         idle_timeout: float = IDLE_TIMEOUT_SECONDS,
