@@ -58,19 +58,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydantic import SecretStr
 
 from bench.common import LineCollector
-from exporter.apikey import ApiKeySource
-from exporter.client import NotteClient
-from exporter.configured import ConfiguredIds
-from exporter.metricfilter import LEAN_DENYLIST, FamilyFilter, Served
-from exporter.model import parse_session
-from exporter.poller import Poller, PollOptions
-from exporter.render import render_session_families
-from exporter.selfmetrics import create_self_metrics
+from exporter.metrics.metricfilter import LEAN_DENYLIST, FamilyFilter, Served
+from exporter.metrics.render import render_session_families
+from exporter.metrics.selfmetrics import create_self_metrics
+from exporter.notte.apikey import ApiKeySource
+from exporter.notte.client import NotteClient
+from exporter.notte.model import parse_session
+from exporter.polling.configured import ConfiguredIds
+from exporter.polling.poller import Poller, PollOptions
+from exporter.polling.snapshot import SnapshotStore, build_snapshot
+from exporter.polling.tracker import CycleResult, TrackerState, apply_cycle, plan_fetches
 from exporter.settings import Settings
 from exporter.simulator import Fault, RequestRecord, SimulatedNotte, SimulatorServer
 from exporter.simulator.world import iso
-from exporter.snapshot import SnapshotStore, build_snapshot
-from exporter.tracker import CycleResult, TrackerState, apply_cycle, plan_fetches
 from tests.oracle import render_with_prometheus_client
 
 ROOT = Path(__file__).resolve().parent.parent

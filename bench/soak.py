@@ -56,8 +56,8 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import LineCollector
-from exporter.http_server import HEADER_TIMEOUT_SECONDS
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
+from exporter.web.http_server import HEADER_TIMEOUT_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-soak-bench-key"

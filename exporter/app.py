@@ -25,19 +25,19 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import __version__
-from exporter.account import AccountOptions, AccountPoller
-from exporter.accountsnapshot import AccountStore
-from exporter.apikey import ApiKeySource
-from exporter.client import NotteClient, RetryPolicy
-from exporter.configured import ConfiguredIds
-from exporter.exposition import Exposition
-from exporter.http_server import MetricsServer
-from exporter.metricfilter import FamilyFilter, Served
-from exporter.poller import CYCLE_BUDGET_FRACTION, Poller, PollOptions
-from exporter.selfmetrics import SelfMetrics, create_self_metrics
+from exporter.metrics.exposition import Exposition
+from exporter.metrics.metricfilter import FamilyFilter, Served
+from exporter.metrics.selfmetrics import SelfMetrics, create_self_metrics
+from exporter.notte.apikey import ApiKeySource
+from exporter.notte.client import NotteClient, RetryPolicy
+from exporter.polling.account import AccountOptions, AccountPoller
+from exporter.polling.accountsnapshot import AccountStore
+from exporter.polling.configured import ConfiguredIds
+from exporter.polling.poller import CYCLE_BUDGET_FRACTION, Poller, PollOptions
+from exporter.polling.snapshot import SnapshotStore
 from exporter.settings import Settings
-from exporter.snapshot import SnapshotStore
-from exporter.webconfig import WebConfig, WebConfigWatcher
+from exporter.web.http_server import MetricsServer
+from exporter.web.webconfig import WebConfig, WebConfigWatcher
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any, NoReturn
 from pydantic import SecretStr
 
 from exporter import __version__
-from exporter.apikey import ApiKeyError, ApiKeySource
 from exporter.app import build_app
 from exporter.logs import Redactor, configure_logging
 from exporter.memory import return_large_buffers_to_the_os
+from exporter.notte.apikey import ApiKeyError, ApiKeySource
 from exporter.settings import (
     Settings,
     SettingsError,
@@ -36,7 +36,7 @@ from exporter.settings import (
     sends_key_in_clear,
     setting_specs,
 )
-from exporter.webconfig import WebConfigError, WebConfigWatcher
+from exporter.web.webconfig import WebConfigError, WebConfigWatcher
 
 log = logging.getLogger("exporter")
 

@@ -25,12 +25,12 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from exporter.apikey import ApiKeySource
 from exporter.app import App, build_app
-from exporter.http_server import MetricsServer
+from exporter.notte.apikey import ApiKeySource
 from exporter.settings import Settings
 from exporter.simulator import SimulatorServer
-from exporter.webconfig import WebConfig
+from exporter.web.http_server import MetricsServer
+from exporter.web.webconfig import WebConfig
 
 API_KEY = "sk-test-9f8e7d6c5b4a"
 

@@ -3,7 +3,7 @@
 A prometheus-client Collector that builds fresh `GaugeMetricFamily` /
 `CounterMetricFamily` objects from a snapshot, as the library's own process
 and GC collectors do, and lets `generate_latest` write them. It reads the same
-catalogue as `exporter.render`, so the tests holding the two equal prove the
+catalogue as `exporter.metrics.render`, so the tests holding the two equal prove the
 fast renderer's formatting (headers, label order, escaping, numbers) against
 prometheus-client's.
 """
@@ -23,8 +23,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.registry import Collector
 
-from exporter.catalogue import AGGREGATE_FAMILIES, SESSION_FAMILIES, Kind
-from exporter.snapshot import Snapshot
+from exporter.metrics.catalogue import AGGREGATE_FAMILIES, SESSION_FAMILIES, Kind
+from exporter.polling.snapshot import Snapshot
 
 EOF_LINE = b"# EOF\n"
 
@@ -68,7 +68,7 @@ class CatalogueCollector(Collector):
 
 
 def render_with_prometheus_client(snapshot: Snapshot, openmetrics: bool) -> bytes:
-    """What `exporter.render.render_session_families` must write, byte for byte."""
+    """What `exporter.metrics.render.render_session_families` must write, byte for byte."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CatalogueCollector(snapshot))
     if openmetrics:

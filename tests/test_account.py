@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from exporter.labels import LIST_FUNCTION_RUNS, RUN_FAILED
-from exporter.schedule import BadSchedule, parse_schedule
+from exporter.polling.schedule import BadSchedule, parse_schedule
 from exporter.simulator import SimulatedNotte, SimulatorServer
 from tests.harness import API_KEY, Clock, ExporterUnderTest, log_lines, make_settings, value
 

@@ -19,8 +19,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from exporter.apikey import ApiKeySource
-from exporter.client import (
+from exporter.metrics.selfmetrics import SelfMetrics, create_self_metrics
+from exporter.notte.apikey import ApiKeySource
+from exporter.notte.client import (
     MAX_SESSION_ID_LENGTH,
     ApiUnreachable,
     BadResponse,
@@ -35,7 +36,6 @@ from exporter.client import (
     parse_retry_after,
     session_path,
 )
-from exporter.selfmetrics import SelfMetrics, create_self_metrics
 from exporter.simulator import SimulatedNotte
 
 KEY = "test-key-5e1f"

@@ -96,10 +96,10 @@ def test_no_test_touches_another_modules_private_names() -> None:
 
 def test_the_private_name_guard_sees_each_form_of_access() -> None:
     source = """
-from exporter.http_server import _Handler
+from exporter.web.http_server import _Handler
 import exporter._hidden
 app.client._retry
-monkeypatch.setattr("exporter.http_server._Handler.timeout", 1)
+monkeypatch.setattr("exporter.web.http_server._Handler.timeout", 1)
 getattr(poller, "_state")
 self._own
 x.__class__
@@ -220,3 +220,76 @@ def test_every_runtime_dependency_is_imported_or_says_who_needs_it() -> None:
     assert unused == set(), f"declared, never imported, no reason given: {sorted(unused)}"
     stale = {name for name in INDIRECT_DEPENDENCIES if name not in declared}
     assert stale == set(), f"reasons kept for dependencies no longer declared: {sorted(stale)}"
+
+
+# The rooms of the package, lowest first: a module may import its own room and the
+# rooms below it, never one above. The shared leaves import nothing of the package.
+LEAVES = {"exporter", "exporter.settings", "exporter.labels", "exporter.logs", "exporter.memory"}
+ROOMS = ("notte", "polling", "metrics", "web")
+TOP = {"exporter.app", "exporter.cli", "exporter.__main__"}
+
+
+def room_of(module: str) -> int:
+    """The module's height: leaves 0, then the rooms in order, the simulator beside
+    polling (it may use the objects and schedules, nothing that serves), the top last."""
+    if module in LEAVES:
+        return 0
+    if module in TOP:
+        return len(ROOMS) + 1
+    parts = module.split(".")
+    if parts[1] == "simulator":
+        return ROOMS.index("polling") + 1
+    return ROOMS.index(parts[1]) + 1
+
+
+def upward_imports(root: Path) -> list[str]:
+    """Every import of a module from a room above its own, as `importer -> imported`."""
+    found = []
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules = {m for m in imported_modules(path, name) if _is_module(root, m)}
+        for target in modules:
+            if any(other.startswith(target + ".") for other in modules):
+                continue  # `from exporter.web import routes`: the module, not its package
+            if target in (PACKAGE, name) or _same_room(name, target):
+                continue
+            if room_of(target) > room_of(name):
+                found.append(f"{name} -> {target}")
+    return sorted(found)
+
+
+def _is_module(root: Path, module: str) -> bool:
+    path = root / Path(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _same_room(a: str, b: str) -> bool:
+    return a.split(".")[:2] == b.split(".")[:2]
+
+
+def test_no_import_runs_up_between_the_rooms() -> None:
+    assert upward_imports(ROOT) == []
+
+
+def test_the_room_guard_finds_an_import_that_runs_up(tmp_path: Path) -> None:
+    files = {
+        "__init__.py": "",
+        "labels.py": "",
+        "notte/__init__.py": "",
+        "notte/client.py": "from exporter.metrics import selfmetrics\nimport exporter.labels\n",
+        "metrics/__init__.py": "",
+        "metrics/selfmetrics.py": "from exporter.notte.client import X\n",
+        "web/__init__.py": "",
+        "web/routes.py": "from exporter.metrics.selfmetrics import Y\n",
+        "polling/__init__.py": "",
+        "polling/poller.py": "from exporter.web.routes import Readiness\n",
+    }
+    for name, text in files.items():
+        path = tmp_path / PACKAGE / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert upward_imports(tmp_path) == [
+        "exporter.notte.client -> exporter.metrics.selfmetrics",
+        "exporter.polling.poller -> exporter.web.routes",
+    ]

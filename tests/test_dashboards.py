@@ -26,8 +26,8 @@ from dashboards.queries import (
     variable_queries,
 )
 from dashboards.queries import panels as board_panels
-from exporter.catalogue import ACCOUNT_FAMILIES
 from exporter.labels import STATUSES
+from exporter.metrics.catalogue import ACCOUNT_FAMILIES
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "dashboards"

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from exporter import exposition as exposition_module
-from exporter.catalogue import ACCOUNT_FAMILIES, AGGREGATE_FAMILIES, SESSION_FAMILIES
-from exporter.exposition import Exposition
-from exporter.model import parse_session
-from exporter.render import render_session_families
-from exporter.selfmetrics import create_self_metrics
-from exporter.snapshot import Snapshot, build_snapshot
-from exporter.tracker import CycleResult, TrackerState, apply_cycle
+from exporter.metrics import exposition as exposition_module
+from exporter.metrics.catalogue import ACCOUNT_FAMILIES, AGGREGATE_FAMILIES, SESSION_FAMILIES
+from exporter.metrics.exposition import Exposition
+from exporter.metrics.render import render_session_families
+from exporter.metrics.selfmetrics import create_self_metrics
+from exporter.notte.model import parse_session
+from exporter.polling.snapshot import Snapshot, build_snapshot
+from exporter.polling.tracker import CycleResult, TrackerState, apply_cycle
 from tests.oracle import render_with_prometheus_client
 
 NOW = 1_800_000_000.0

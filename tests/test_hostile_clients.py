@@ -25,12 +25,12 @@ import bcrypt
 import httpx
 import pytest
 
-from exporter.access import request_path
-from exporter.connections import held_bytes, outgoing
-from exporter.http11 import REPEAT_REFUSAL_HOLD_SECONDS
-from exporter.http_server import MetricsServer
 from exporter.simulator import SimulatorServer
-from exporter.webconfig import load_web_config
+from exporter.web.authorisation import request_path
+from exporter.web.connections import held_bytes, outgoing
+from exporter.web.http11 import REPEAT_REFUSAL_HOLD_SECONDS
+from exporter.web.http_server import MetricsServer
+from exporter.web.webconfig import load_web_config
 from tests.certs import make_certs
 from tests.harness import ExporterUnderTest, make_settings, parse_samples, value
 

@@ -27,9 +27,9 @@ import bcrypt
 import httpx
 import pytest
 
-from exporter.connections import MAX_CONNECTIONS
 from exporter.simulator import SimulatedNotte, SimulatorServer
-from exporter.webconfig import load_web_config
+from exporter.web.connections import MAX_CONNECTIONS
+from exporter.web.webconfig import load_web_config
 from tests.certs import Certs, make_certs
 from tests.harness import API_KEY, ExporterUnderTest, make_settings, parse_samples, value
 

@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from exporter import __version__
-from exporter.http_server import MetricsServer
-from exporter.negotiation import wants_gzip, wants_openmetrics
 from exporter.simulator import SimulatorServer
-from exporter.webconfig import WebConfigWatcher, load_web_config
+from exporter.web.http_server import MetricsServer
+from exporter.web.negotiation import wants_gzip, wants_openmetrics
+from exporter.web.webconfig import WebConfigWatcher, load_web_config
 from tests.certs import Certs, make_certs
 from tests.harness import (
     API_KEY,

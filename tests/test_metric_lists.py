@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
-from exporter.catalogue import ACCOUNT_FAMILIES, AGGREGATE_FAMILIES, SESSION_FAMILIES
-from exporter.metricfilter import LEAN_DENYLIST, FamilyFilter, Served
-from exporter.render import render_session_families
+from exporter.metrics.catalogue import ACCOUNT_FAMILIES, AGGREGATE_FAMILIES, SESSION_FAMILIES
+from exporter.metrics.metricfilter import LEAN_DENYLIST, FamilyFilter, Served
+from exporter.metrics.render import render_session_families
+from exporter.polling.snapshot import Snapshot
 from exporter.simulator.server import SimulatorServer
 from exporter.simulator.world import SimulatedNotte
-from exporter.snapshot import Snapshot
 from tests.harness import ExporterUnderTest, exporter_for, family_types, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,14 +23,14 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from exporter.apikey import ApiKeySource
 from exporter.app import build_app
-from exporter.client import NotteClient, RetryPolicy
-from exporter.configured import ConfiguredIds
-from exporter.poller import Poller, PollOptions
-from exporter.selfmetrics import SelfMetrics, create_self_metrics
+from exporter.metrics.selfmetrics import SelfMetrics, create_self_metrics
+from exporter.notte.apikey import ApiKeySource
+from exporter.notte.client import NotteClient, RetryPolicy
+from exporter.polling.configured import ConfiguredIds
+from exporter.polling.poller import Poller, PollOptions
+from exporter.polling.snapshot import SnapshotStore
 from exporter.simulator import Fault, RequestRecord, SimulatedNotte, SimulatorServer
-from exporter.snapshot import SnapshotStore
 from tests.harness import (
     API_KEY,
     Clock,

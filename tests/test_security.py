@@ -27,11 +27,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from pydantic import SecretStr
 
-from exporter.apikey import ApiKeySource
-from exporter.client import NotteClient, NotteError
-from exporter.selfmetrics import create_self_metrics
+from exporter.metrics.selfmetrics import create_self_metrics
+from exporter.notte.apikey import ApiKeySource
+from exporter.notte.client import NotteClient, NotteError
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
-from exporter.webconfig import load_web_config
+from exporter.web.webconfig import load_web_config
 from tests.harness import (
     ExporterUnderTest,
     Serve,

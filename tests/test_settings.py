@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from exporter.apikey import ApiKeySource
 from exporter.cli import FLAGS_ONLY, build_parser, parse_command_line
 from exporter.logs import REDACTED, Redactor, configure_logging
+from exporter.notte.apikey import ApiKeySource
 from exporter.settings import (
     load_settings,
     sends_key_in_clear,

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.client import RetryPolicy
-from exporter.model import Session, parse_session
+from exporter.notte.client import RetryPolicy
+from exporter.notte.model import Session, parse_session
+from exporter.polling.sweep import SweepState, classify, settle, start_sweep
 from exporter.simulator import Fault, SimulatedNotte, SimulatorServer
-from exporter.sweep import SweepState, classify, settle, start_sweep
 from tests.harness import (
     API_KEY,
     Clock,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from exporter.model import Session, parse_session
-from exporter.tracker import (
+from exporter.notte.model import Session, parse_session
+from exporter.polling.tracker import (
     CycleResult,
     TrackerState,
     apply_cycle,
@@ -237,7 +237,7 @@ def test_a_session_the_sweep_found_ended_is_tracked_counted_and_kept_for_retenti
 def test_many_sessions_ending_in_a_cycle_make_one_info_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="exporter.tracker")
+    caplog.set_level(logging.DEBUG, logger="exporter.polling.tracker")
     listed = [session(f"s{i}") for i in range(500)]
     state = cycle(TrackerState(), listed=listed, max_sessions=1000)
     caplog.clear()
@@ -249,7 +249,7 @@ def test_many_sessions_ending_in_a_cycle_make_one_info_line(
 
 
 def test_many_404s_in_a_cycle_make_one_info_line(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="exporter.tracker")
+    caplog.set_level(logging.INFO, logger="exporter.polling.tracker")
     gone = frozenset(f"x{i}" for i in range(300))
     cycle(TrackerState(), configured=tuple(gone), not_found=gone)
     assert [r.getMessage() for r in caplog.records] == [

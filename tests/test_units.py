@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from exporter.apikey import ApiKeyError, ApiKeySource, read_key_file
-from exporter.configured import ConfiguredIds, parse_ids_file
 from exporter.logs import REDACTED, Redactor, configure_logging
 from exporter.memory import return_large_buffers_to_the_os
-from exporter.model import Session, parse_session
+from exporter.notte.apikey import ApiKeyError, ApiKeySource, read_key_file
+from exporter.notte.model import Session, parse_session
+from exporter.polling.configured import ConfiguredIds, parse_ids_file
+from exporter.polling.sharding import owns, shard_of
 from exporter.settings import SettingsError, load_settings, parse_listen_address
-from exporter.sharding import owns, shard_of
 
 KEY = "sk-unit-0a1b2c3d4e5f"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.basicauth import BasicAuthVerifier, VerifierBusy
-from exporter.webconfig import (
+from exporter.web.basicauth import BasicAuthVerifier, VerifierBusy
+from exporter.web.webconfig import (
     TLSConfig,
     WebConfigError,
     WebConfigWatcher,
@@ -603,7 +603,7 @@ def test_watcher_keeps_the_last_good_config_and_logs_once(
     watcher = WebConfigWatcher(path, check_interval=1.0, monotonic=clock)
     good = watcher.current()
 
-    with caplog.at_level(logging.INFO, logger="exporter.webconfig"):
+    with caplog.at_level(logging.INFO, logger="exporter.web.webconfig"):
         _replace(path, "basic_auth_users:\n  alice: hunter2\n")
         for second in range(1, 5):
             clock.now = second

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from exporter.labels import RUN_ACTIVE, RUN_CLOSED, RUN_FAILED, SCHEDULE_ENABLED
-from exporter.schedule import BadSchedule, parse_schedule
+from exporter.polling.schedule import BadSchedule, parse_schedule
 
 FUNCTION_ACTIVE: Final = "active"  # `status` of a function that is not deleted
 MANUAL_RUN_RATE: Final = 1 / 40  # runs per second of an unscheduled function

@@ -14,7 +14,7 @@ nothing was sent, so nothing is wasted. The connection pool does not bound
 anything on its own; it only keeps `max_concurrency` connections alive.
 
 Bodies are streamed and capped at `max_response_bytes` after decompression
-(`exporter.body`); redirects are never followed, so the key goes nowhere but
+(`exporter.notte.answers`); redirects are never followed, so the key goes nowhere but
 the configured base URL. httpx's exceptions are translated here, at the
 boundary, into the exporter's own:
 
@@ -57,9 +57,6 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from exporter import __version__
-from exporter.accountmodel import Function, FunctionDetail, FunctionRun, RuntimeHealth, Usage
-from exporter.apikey import ApiKeySource
-from exporter.body import BodyTooLarge, BodyUndecodable, read_body
 from exporter.labels import (
     BAD_SHAPE,
     CUT,
@@ -81,7 +78,10 @@ from exporter.labels import (
     UNUSABLE_ID,
     WRONG_SESSION,
 )
-from exporter.model import Session, describe_invalid, parse_session
+from exporter.notte.accountmodel import Function, FunctionDetail, FunctionRun, RuntimeHealth, Usage
+from exporter.notte.answers import BodyTooLarge, BodyUndecodable, read_body
+from exporter.notte.apikey import ApiKeySource
+from exporter.notte.model import Session, describe_invalid, parse_session
 from exporter.settings import DEFAULT_MAX_RESPONSE_BYTES
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ MAX_SESSION_ID_LENGTH = 1024
 # (counted by `,`, `{` and `[`) are capped too: a page of sessions has one per
 # ~30 bytes, and at this bound a body's parse costs a few times the byte cap.
 JSON_BYTES_PER_VALUE = 16
-# The encodings `exporter.body` decodes within the cap; httpx would add br/zstd if installed.
+# The encodings `answers` decodes within the cap; httpx would add br/zstd if installed.
 ACCEPT_ENCODING = "gzip, deflate"
 
 

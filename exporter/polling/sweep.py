@@ -54,7 +54,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
-from exporter.model import Session, timestamp
+from exporter.notte.model import Session, timestamp
 
 # Seconds a session committed late may be older than one already seen, and
 # still be found (commit order is not creation order).

@@ -29,9 +29,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.accountmodel import Function, FunctionRun, RuntimeHealth, Usage
-from exporter.accountsnapshot import AccountStore, build_account_snapshot
-from exporter.client import (
+from exporter.labels import BAD_SCHEDULE, GET_FUNCTION
+from exporter.notte.accountmodel import Function, FunctionRun, RuntimeHealth, Usage
+from exporter.notte.client import (
     BadResponse,
     NotFound,
     NotteClient,
@@ -39,7 +39,8 @@ from exporter.client import (
     RequestObserver,
     UnusableSessionId,
 )
-from exporter.functions import (
+from exporter.polling.accountsnapshot import AccountStore, build_account_snapshot
+from exporter.polling.functions import (
     MAX_FUNCTIONS,
     FunctionsState,
     FunctionState,
@@ -50,7 +51,6 @@ from exporter.functions import (
     missing_active_runs,
     next_runs_page,
 )
-from exporter.labels import BAD_SCHEDULE, GET_FUNCTION
 from exporter.settings import Settings
 
 log = logging.getLogger(__name__)

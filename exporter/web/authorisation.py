@@ -15,9 +15,9 @@ from http import HTTPStatus
 from types import MappingProxyType
 
 from exporter import __version__
-from exporter.basicauth import BasicAuthVerifier, VerifierBusy, has_basic_credentials
-from exporter.passwordchecks import PasswordChecks
-from exporter.webconfig import WebConfig
+from exporter.web.basicauth import BasicAuthVerifier, VerifierBusy, has_basic_credentials
+from exporter.web.passwordchecks import PasswordChecks
+from exporter.web.webconfig import WebConfig
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 

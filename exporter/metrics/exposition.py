@@ -29,10 +29,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
 from prometheus_client.openmetrics import exposition as openmetrics_format
 
-from exporter.accountsnapshot import AccountSnapshot
-from exporter.metricfilter import EVERY_FAMILY, Served
-from exporter.render import account_registry, render_account_families, render_session_families
-from exporter.snapshot import Snapshot
+from exporter.metrics.metricfilter import EVERY_FAMILY, Served
+from exporter.metrics.render import (
+    account_registry,
+    render_account_families,
+    render_session_families,
+)
+from exporter.polling.accountsnapshot import AccountSnapshot
+from exporter.polling.snapshot import Snapshot
 
 # The contract's text format 0.0.4, which is what the body is; prometheus-client
 # 0.22+ names text 1.0.0 "latest", a version older scrapers do not know.

@@ -20,9 +20,9 @@ from types import MappingProxyType
 from typing import Protocol
 
 from exporter import __version__
-from exporter.access import PLAIN, Refusal
-from exporter.exposition import Chunks, Exposition
-from exporter.negotiation import wants_gzip, wants_openmetrics
+from exporter.metrics.exposition import Chunks, Exposition
+from exporter.web.authorisation import PLAIN, Refusal
+from exporter.web.negotiation import wants_gzip, wants_openmetrics
 
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from exporter.catalogue import (
+from exporter.metrics.catalogue import (
     ACCOUNT_FAMILIES,
     AGGREGATE_FAMILIES,
     SESSION_FAMILIES,

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from exporter.labels import RUN_ENDED_STATUSES
-from exporter.model import MAX_COUNT
+from exporter.notte.model import MAX_COUNT
 
 MAX_ID_CHARS: Final = 256
 MAX_LABEL_CHARS: Final = 200

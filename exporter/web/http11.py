@@ -31,11 +31,11 @@ from http import HTTPStatus
 
 import h11
 
-from exporter import access
-from exporter.access import OPEN_PATHS, SERVER, InForce, request_path
-from exporter.connections import Connection, ConnectionTable
-from exporter.endpoints import Answer, Endpoints, Request
-from exporter.passwordchecks import PasswordChecks
+from exporter.web import authorisation as access
+from exporter.web.authorisation import OPEN_PATHS, SERVER, InForce, request_path
+from exporter.web.connections import Connection, ConnectionTable
+from exporter.web.passwordchecks import PasswordChecks
+from exporter.web.routes import Answer, Endpoints, Request
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import collections
 from collections import OrderedDict
 from concurrent.futures import Executor
 
-from exporter.basicauth import BasicAuthVerifier, VerifierBusy
+from exporter.web.basicauth import BasicAuthVerifier, VerifierBusy
 
 RUNNING = 2  # checks in the executor at once: one in bcrypt, one waiting on its lock
 PER_PEER = 2  # checks waiting or running for one peer address

@@ -33,11 +33,11 @@ from prometheus_client.core import (
 from prometheus_client.openmetrics import exposition as openmetrics_format
 from prometheus_client.utils import floatToGoString
 
-from exporter.accountsnapshot import AccountSnapshot
-from exporter.catalogue import AccountFamily, Family, SessionFamily
-from exporter.functions import Histogram
-from exporter.metricfilter import EVERY_FAMILY, Served
-from exporter.snapshot import SessionValues, Snapshot
+from exporter.metrics.catalogue import AccountFamily, Family, SessionFamily
+from exporter.metrics.metricfilter import EVERY_FAMILY, Served
+from exporter.polling.accountsnapshot import AccountSnapshot
+from exporter.polling.functions import Histogram
+from exporter.polling.snapshot import SessionValues, Snapshot
 
 # prometheus-client's number format (Go's), typed for mypy.
 _number: Callable[[float], str] = floatToGoString

@@ -24,8 +24,8 @@ from exporter.labels import (
     SOURCES,
     STATUSES,
 )
-from exporter.model import Session, timestamp
-from exporter.tracker import Tracked, TrackerState
+from exporter.notte.model import Session, timestamp
+from exporter.polling.tracker import Tracked, TrackerState
 
 ERROR_LABEL_MAX_CHARS = 200
 # `notte_session_info`'s labels besides session_id: the session fields they show.

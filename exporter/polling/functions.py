@@ -30,10 +30,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
 
-from exporter.accountmodel import Function, FunctionDetail, FunctionRun
 from exporter.labels import RUN_ACTIVE, RUN_ENDED_STATUSES, RUN_STATUSES, SCHEDULE_ENABLED
-from exporter.schedule import BadSchedule, Schedule, parse_schedule
-from exporter.sweep import SLACK_SECONDS, Order, classify, settle
+from exporter.notte.accountmodel import Function, FunctionDetail, FunctionRun
+from exporter.polling.schedule import BadSchedule, Schedule, parse_schedule
+from exporter.polling.sweep import SLACK_SECONDS, Order, classify, settle
 
 # Automations run for seconds to an hour.
 RUN_DURATION_BUCKETS: Final = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)

@@ -20,12 +20,11 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from exporter.access import InForce
-from exporter.basicauth import BasicAuthVerifier
-from exporter.connections import MAX_CONNECTIONS, ConnectionTable
-from exporter.endpoints import Endpoints, Readiness
-from exporter.exposition import Exposition
-from exporter.http11 import (
+from exporter.metrics.exposition import Exposition
+from exporter.web.authorisation import InForce
+from exporter.web.basicauth import BasicAuthVerifier
+from exporter.web.connections import MAX_CONNECTIONS, ConnectionTable
+from exporter.web.http11 import (
     HEADER_TIMEOUT_SECONDS,
     IDLE_TIMEOUT_SECONDS,
     READ_SIZE,
@@ -34,8 +33,9 @@ from exporter.http11 import (
     Service,
     serve,
 )
-from exporter.passwordchecks import RUNNING, PasswordChecks
-from exporter.webconfig import WebConfig, WebConfigError, WebConfigWatcher, build_ssl_context
+from exporter.web.passwordchecks import RUNNING, PasswordChecks
+from exporter.web.routes import Endpoints, Readiness
+from exporter.web.webconfig import WebConfig, WebConfigError, WebConfigWatcher, build_ssl_context
 
 __all__ = ["HEADER_TIMEOUT_SECONDS", "MetricsServer"]
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from exporter.accountmodel import RuntimeHealth, Usage
-from exporter.functions import FunctionsState, FunctionState, Histogram
 from exporter.labels import RUN_ACTIVE, RUN_ENDED_STATUSES
-from exporter.snapshot import label_text
+from exporter.notte.accountmodel import RuntimeHealth, Usage
+from exporter.polling.functions import FunctionsState, FunctionState, Histogram
+from exporter.polling.snapshot import label_text
 
 # `notte_function_run_session_info` shows active runs only, and at most this many.
 MAX_RUN_SESSION_SERIES: Final = 1000

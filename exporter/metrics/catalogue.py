@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Final, Literal
 
-from exporter.accountsnapshot import FUNCTION_INFO_LABELS, AccountSnapshot
-from exporter.functions import Histogram
 from exporter.labels import (
     BALANCE_KINDS,
     COST_KINDS,
@@ -25,7 +23,9 @@ from exporter.labels import (
     RUN_STATUSES,
     RUNTIME_STATUSES,
 )
-from exporter.snapshot import INFO_LABELS, Counts, SessionValues, Snapshot
+from exporter.polling.accountsnapshot import FUNCTION_INFO_LABELS, AccountSnapshot
+from exporter.polling.functions import Histogram
+from exporter.polling.snapshot import INFO_LABELS, Counts, SessionValues, Snapshot
 
 Kind = Literal["gauge", "counter"]
 # One series of a session family: the values of the family's own labels, and the value.

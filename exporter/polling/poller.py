@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from exporter.client import (
+from exporter.notte.client import (
     ApiUnreachable,
     InvalidSession,
     ListPage,
@@ -43,14 +43,20 @@ from exporter.client import (
     Unauthorized,
     UnusableSessionId,
 )
-from exporter.configured import ConfiguredIds
-from exporter.inflight import InFlight
-from exporter.model import Session
+from exporter.notte.model import Session
+from exporter.polling.configured import ConfiguredIds
+from exporter.polling.inflight import InFlight
+from exporter.polling.sharding import owns
+from exporter.polling.snapshot import SnapshotStore, build_snapshot
+from exporter.polling.sweep import SweepRun, SweepState, start_sweep
+from exporter.polling.tracker import (
+    CycleResult,
+    TrackerState,
+    apply_cycle,
+    oldest_refresh,
+    plan_fetches,
+)
 from exporter.settings import Settings
-from exporter.sharding import owns
-from exporter.snapshot import SnapshotStore, build_snapshot
-from exporter.sweep import SweepRun, SweepState, start_sweep
-from exporter.tracker import CycleResult, TrackerState, apply_cycle, oldest_refresh, plan_fetches
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from exporter.labels import (
     STATUSES,
     UNKNOWN_CLOSE_REASON,
 )
-from exporter.model import Session, timestamp
+from exporter.notte.model import Session, timestamp
 
 log = logging.getLogger(__name__)
 

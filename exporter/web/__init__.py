@@ -1,0 +1,9 @@
+"""The exporter's own HTTP server: how bytes become requests and answers.
+
+`http_server` runs it on a thread of its own; `http11` is one connection,
+parsed by h11; `connections` holds the connection cap and the answers in
+flight; `routes` answers each path, with `negotiation`; who may ask:
+`authorisation`, `basicauth`, `passwordchecks`, `webconfig`. May import:
+`exporter.metrics` (the exposition it serves) and the shared leaves. Imports no
+polling code: readiness comes in through `routes.Readiness`.
+"""
