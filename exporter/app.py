@@ -221,7 +221,6 @@ def build_app(
         account = AccountPoller(
             options=account_options,
             client=client,
-            metrics=metrics,
             store=account_store,
             clock=clock,
             monotonic=monotonic,

@@ -192,7 +192,8 @@ def test_transient_failures_are_retried_within_the_cycle(
 ) -> None:
     world.add_session("a1")
     world.inject(fault)
-    with exporter_for(api.url, poll_interval=10, request_timeout=0.3) as exporter:
+    # A second of timeout: the hang is cut by it, and a busy machine's retry is not.
+    with exporter_for(api.url, poll_interval=10, request_timeout=1.0) as exporter:
         assert exporter.cycle()
         samples = exporter.metrics()
     failures = fault.count or 0

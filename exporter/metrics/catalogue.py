@@ -27,7 +27,8 @@ from exporter.polling.accountsnapshot import FUNCTION_INFO_LABELS, AccountSnapsh
 from exporter.polling.functions import Histogram
 from exporter.polling.snapshot import INFO_LABELS, Counts, SessionValues, Snapshot
 
-Kind = Literal["gauge", "counter"]
+# Session and aggregate families are gauges and counters; only the account has histograms.
+Kind = Literal["gauge", "counter", "histogram"]
 # One series of a session family: the values of the family's own labels, and the value.
 Sample = tuple[tuple[str, ...], float]
 
@@ -212,19 +213,15 @@ AGGREGATE_FAMILIES: Final = (
 
 # --- the account: functions, their runs, the functions runtime, usage ------------------------
 
-AccountKind = Literal["gauge", "counter", "histogram"]
 # One series of an account family: its label values, and a value (a histogram for histograms).
 AccountSample = tuple[tuple[str, ...], float | Histogram]
 
 
 @dataclass(frozen=True)
-class AccountFamily:
-    """A family of the account snapshot; `series` gives every series it has."""
+class AccountFamily(Family):
+    """A family of the account snapshot (any kind, histograms too); `series` gives every
+    series it has."""
 
-    name: str
-    help: str
-    kind: AccountKind
-    labels: tuple[str, ...]
     series: Callable[[AccountSnapshot], Iterable[AccountSample]]
 
 

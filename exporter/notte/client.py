@@ -323,12 +323,12 @@ class NotteClient:
         try:
             session = parse_session(body)
         except ValidationError as exc:
-            self._count_bad(GET_SESSION, INVALID_ITEM)
+            self.count_bad(GET_SESSION, INVALID_ITEM)
             raise InvalidSession(f"get_session: invalid session: {describe_invalid(exc)}") from None
         if session.session_id != session_id:
             # A misrouted or mixed-up answer: accepting it would export one
             # session's values under another's ID.
-            self._count_bad(GET_SESSION, WRONG_SESSION)
+            self.count_bad(GET_SESSION, WRONG_SESSION)
             raise BadResponse(
                 f"get_session: asked for session {preview(session_id)}, "
                 f"the answer is about session {preview(session.session_id)}"
@@ -346,7 +346,7 @@ class NotteClient:
                 problem = "it does not fit in a URL"
         if problem is None:
             return path
-        self._count_bad(GET_SESSION, UNUSABLE_ID)
+        self.count_bad(GET_SESSION, UNUSABLE_ID)
         shown = preview(session_id)
         raise UnusableSessionId(f"get_session: cannot ask for session {shown}: {problem}")
 
@@ -381,7 +381,7 @@ class NotteClient:
             try:
                 sessions.append(self._checked(LIST_SESSIONS, parse_session(item)))
             except ValidationError as exc:
-                self._count_bad(LIST_SESSIONS, INVALID_ITEM)
+                self.count_bad(LIST_SESSIONS, INVALID_ITEM)
                 log.warning(
                     "skipping an invalid session in the list: page %d item %d: %s",
                     page,
@@ -398,7 +398,7 @@ class NotteClient:
         if isinstance(body, dict) and isinstance(body.get("items"), list):
             has_next = body.get("has_next")
             return body["items"], has_next if isinstance(has_next, bool) else None
-        self._count_bad(LIST_SESSIONS, BAD_SHAPE)
+        self.count_bad(LIST_SESSIONS, BAD_SHAPE)
         raise BadResponse("list_sessions: the body is neither a list nor an object with items")
 
     async def _request(
@@ -473,23 +473,23 @@ class NotteClient:
         try:
             body = await read_body(*_raw_body(response), limit=self._max_response_bytes)
         except BodyTooLarge:
-            self._count_bad(endpoint, TOO_LARGE)
+            self.count_bad(endpoint, TOO_LARGE)
             cap = _size(self._max_response_bytes)
             message = f"{endpoint}: HTTP {status}: the answer is larger than the {cap} cap"
             return _Failure(ResponseTooLarge(f"{message} (max_response_bytes); not read further"))
         except BodyUndecodable as exc:
-            self._count_bad(endpoint, NOT_JSON)
+            self.count_bad(endpoint, NOT_JSON)
             return _Failure(BadResponse(f"{endpoint}: HTTP {status}: {exc}"))
         values = body.count(b",") + body.count(b"{") + body.count(b"[")
         if values > self._max_response_bytes // JSON_BYTES_PER_VALUE:
-            self._count_bad(endpoint, TOO_LARGE)
+            self.count_bad(endpoint, TOO_LARGE)
             message = f"{endpoint}: HTTP {status}: the answer holds about {values} JSON values,"
             cap = f"max_response_bytes / {JSON_BYTES_PER_VALUE}"
             return _Failure(ResponseTooLarge(f"{message} over the cap ({cap}); not parsed"))
         try:
             return _Decoded(json.loads(body))
         except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
-            self._count_bad(endpoint, NOT_JSON)
+            self.count_bad(endpoint, NOT_JSON)
             return _Failure(BadResponse(f"{endpoint}: HTTP {status}, body is not JSON"))
 
     def _interpret(self, endpoint: str, response: httpx.Response) -> _Failure:
@@ -546,10 +546,12 @@ class NotteClient:
     def _checked(self, endpoint: str, session: Session) -> Session:
         """Count a status the contract does not know; the session is still exported."""
         if session.status not in STATUSES:
-            self._count_bad(endpoint, UNKNOWN_STATUS)
+            self.count_bad(endpoint, UNKNOWN_STATUS)
         return session
 
-    def _count_bad(self, endpoint: str, kind: str) -> None:
+    def count_bad(self, endpoint: str, kind: str) -> None:
+        """Count an answer, or a part of one, that could not be used (its caller's too:
+        a schedule that does not read)."""
         self._metrics.bad_data(endpoint, kind)
 
     # -- the account beyond sessions: functions, runs, the runtime, usage ----------
@@ -607,7 +609,7 @@ class NotteClient:
         try:
             body = await self._call(GET_USAGE, "/usage", None, deadline)
         except NotFound:
-            self._count_bad(GET_USAGE, UNAVAILABLE)
+            self.count_bad(GET_USAGE, UNAVAILABLE)
             raise
         return self._account_object(GET_USAGE, body, Usage)
 
@@ -615,7 +617,7 @@ class NotteClient:
         """An ID as one path segment, or `UnusableSessionId` (counted) when none can carry it."""
         problem = _id_problem(identifier)
         if problem is not None:
-            self._count_bad(endpoint, UNUSABLE_ID)
+            self.count_bad(endpoint, UNUSABLE_ID)
             raise UnusableSessionId(f"{endpoint}: cannot ask for {preview(identifier)}: {problem}")
         return quote(identifier, safe="").replace(".", "%2E")
 
@@ -623,7 +625,7 @@ class NotteClient:
         try:
             return model.model_validate(body)
         except ValidationError as exc:
-            self._count_bad(endpoint, BAD_SHAPE)
+            self.count_bad(endpoint, BAD_SHAPE)
             raise BadResponse(
                 f"{endpoint}: the answer does not fit: {describe_invalid(exc)}"
             ) from None
@@ -637,14 +639,14 @@ class NotteClient:
         elif isinstance(body, dict) and isinstance(body.get("items"), list):
             raw, has_next = body["items"], body.get("has_next")
         else:
-            self._count_bad(endpoint, BAD_SHAPE)
+            self.count_bad(endpoint, BAD_SHAPE)
             raise BadResponse(f"{endpoint}: the body is neither a list nor an object with items")
         items: list[_Model] = []
         for index, item in enumerate(raw):
             try:
                 items.append(model.model_validate(item))
             except ValidationError as exc:
-                self._count_bad(endpoint, INVALID_ITEM)
+                self.count_bad(endpoint, INVALID_ITEM)
                 log.warning(
                     "%s: skipping an invalid item: page %d item %d: %s",
                     endpoint,

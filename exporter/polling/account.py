@@ -36,7 +36,6 @@ from exporter.notte.client import (
     NotFound,
     NotteClient,
     NotteError,
-    RequestObserver,
     UnusableSessionId,
 )
 from exporter.polling.accountsnapshot import AccountStore, build_account_snapshot
@@ -95,17 +94,12 @@ class AccountPoller:
         *,
         options: AccountOptions,
         client: NotteClient,
-        metrics: RequestObserver,
         store: AccountStore,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._options = options
-        self._client = client
-        self._metrics = metrics
-        self._store = store
-        self._clock = clock
-        self._monotonic = monotonic
+        self._options, self._client, self._store = options, client, store
+        self._clock, self._monotonic = clock, monotonic
         self._process_start = clock()
         self._functions = FunctionsState()
         self._runtime: RuntimeHealth | None = None
@@ -199,7 +193,7 @@ class AccountPoller:
             detail = await self._client.get_function(function_id, deadline=deadline)
             fs, bad = apply_detail(fs, detail, self._clock())
             if bad:
-                self._metrics.bad_data(GET_FUNCTION, BAD_SCHEDULE)
+                self._client.count_bad(GET_FUNCTION, BAD_SCHEDULE)
                 log.warning(
                     "function %s: cannot read its schedule %r; no next run is exported",
                     function_id,

@@ -165,16 +165,9 @@ class SimulatedAccount:
     def delete_function(self, function_id: str) -> None:
         self._functions.pop(function_id, None)
 
-    def start_run(
-        self,
-        function_id: str,
-        *,
-        seconds: float | None = None,
-        fails: bool = False,
-        session: bool = True,
-    ) -> str:
+    def start_run(self, function_id: str, seconds: float, fails: bool, session: bool) -> str:
         """Start a run now (with its browser session, if `session`); it ends after
-        `seconds` if given."""
+        `seconds` (`inf`: when told)."""
         now = self._clock()
         return self._start(self._functions[function_id], now, seconds, fails, session=session)
 

@@ -610,12 +610,8 @@ class SimulatedNotte:
         """Start a run now, with its browser session unless `session` is false; it ends by
         itself after `seconds` (on a tick) if given, else when `end_run` says."""
         with self._lock:
-            return self._account.start_run(
-                function_id,
-                seconds=math.inf if seconds is None else seconds,
-                fails=fails,
-                session=session,
-            )
+            lasts = math.inf if seconds is None else seconds
+            return self._account.start_run(function_id, lasts, fails, session)
 
     def backfill_runs(self, function_id: str, *, every: float, count: int) -> None:
         """`count` runs that ended in the past, one each `every` seconds before now."""
