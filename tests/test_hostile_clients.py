@@ -33,6 +33,7 @@ from exporter.web.http_server import MetricsServer
 from exporter.web.webconfig import load_web_config
 from tests.certs import make_certs
 from tests.harness import ExporterUnderTest, make_settings, parse_samples, value
+from tests.http11_peer import read_head_and_body
 
 HOSTILE_CONNECTIONS = 300
 ATTACK_SECONDS = 2.0
@@ -441,17 +442,7 @@ def test_an_absolute_form_target_is_answered_as_its_path_and_still_needs_credent
 
 def read_answer(sock: socket.socket) -> bytes:
     """One whole answer on a kept-alive connection (its head, then Content-Length bytes)."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed after {received!r}"
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "closed mid-answer"
-        body += chunk
+    head, body = read_head_and_body(sock)
     return head + b"\r\n\r\n" + body
 
 

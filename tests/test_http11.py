@@ -32,6 +32,7 @@ from exporter.web.connections import MAX_CONNECTIONS
 from exporter.web.webconfig import load_web_config
 from tests.certs import Certs, make_certs
 from tests.harness import API_KEY, ExporterUnderTest, make_settings, parse_samples, value
+from tests.http11_peer import read_head_and_body
 
 PASSWORD = "h11-scrape-password"
 CHEAP_HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
@@ -77,22 +78,6 @@ def until_closed(sock: socket.socket) -> bytes:
     except (ssl.SSLError, ConnectionResetError):
         pass  # a TLS close without its goodbye, once the answer is in
     return received
-
-
-def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One whole answer on a kept-alive connection: its head and its body."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed after {received!r}"
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "closed mid-answer"
-        body += chunk
-    return head, body
 
 
 # --- request smuggling ----------------------------------------------------------------------------
@@ -203,7 +188,7 @@ def test_a_connect_flood_cuts_neither_a_scrape_being_written_nor_the_kept_alive_
         port = exporter.server.port
         prometheus = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
         prometheus.sendall(scrape)
-        head, body = read_answer(prometheus)
+        head, body = read_head_and_body(prometheus)
         assert head.startswith(b"HTTP/1.1 200 ")
         assert len(body) > 8 * 1024 * 1024, len(body)  # more than the socket buffers take
         slow = socket.socket()
@@ -223,7 +208,7 @@ def test_a_connect_flood_cuts_neither_a_scrape_being_written_nor_the_kept_alive_
                 assert chunk, "the scrape being written was cut"
                 received += chunk
             prometheus.sendall(scrape)
-            head, again = read_answer(prometheus)
+            head, again = read_head_and_body(prometheus)
             assert head.startswith(b"HTTP/1.1 200 ")
     assert value(parse_samples(received.decode()), "notte_up") == 1
     assert value(parse_samples(again.decode()), "notte_up") == 1
