@@ -215,3 +215,20 @@ def test_three_shards_over_25000_sessions_see_every_session_exactly_once(
             exporter.close()
     assert set().union(*seen) == active
     assert sum(len(part) for part in seen) == len(active)
+
+
+def test_a_listing_slower_than_a_cycle_goes_on_into_the_next_and_is_no_failure(
+    world: SimulatedNotte, api: SimulatorServer
+) -> None:
+    for index in range(3):
+        world.add_session(f"listed{index}")
+    world.inject(Fault(endpoint="list_sessions", hang=0.4))  # three pages: 1.2 s
+    settings = {"page_size": 1, "sweep": False, "poll_interval": 1}
+    with exporter_for(api.url, **settings) as exporter:
+        assert exporter.cycle()  # pages answered, the list not whole yet: slow, not down
+        assert value(exporter.metrics(), "notte_up") == 1
+        assert exporter.cycle()  # the listing ends in this one, which applies it
+        assert exported(exporter) == {f"listed{index}" for index in range(3)}
+        pages = [r.query["page"] for r in world.request_log() if r.endpoint == "list_sessions"]
+        assert pages == ["1", "2", "3"]  # each page once: the listing was not started over
+        assert cut_requests(exporter) == 0

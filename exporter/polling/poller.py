@@ -185,6 +185,7 @@ class Poller:
         self._sweep = SweepState()
         self._fetches: InFlight[Session] = InFlight()
         self._listing: InFlight[_Findings] = InFlight()
+        self._listed_so_far = _Findings()  # what the listing in flight has read yet
         self._start_by = 0.0  # the running cycle's; a listing that outlives its cycle reads it
         self._warm_seconds = 0.0
         self._probe = True  # the first fetch goes alone: at start and after a failed cycle
@@ -263,7 +264,8 @@ class Poller:
         """Start a listing (unless one is still running) and take its findings if it ends
         in time; one that does not goes on, for the next cycle."""
         if _LISTING not in self._listing:
-            self._listing.start(_LISTING, self._list_and_sweep())
+            self._listed_so_far = _Findings()
+            self._listing.start(_LISTING, self._list_and_sweep(self._listed_so_far))
         await self._listing.wait(until=cycle.start_by, clock=self._monotonic)
         for _, outcome in self._listing.take():
             if isinstance(outcome, Exception):
@@ -272,10 +274,11 @@ class Poller:
                 cycle.take(outcome)
                 self._note_truncation(outcome.truncated)
         if _LISTING in self._listing:
+            # Still paging: the API answers, it is slow for the work (no failure).
             cycle.cut = True
+            cycle.answered = cycle.answered or self._listed_so_far.answered
 
-    async def _list_and_sweep(self) -> _Findings:
-        findings = _Findings()
+    async def _list_and_sweep(self, findings: _Findings) -> _Findings:
         try:
             await self._list_active(findings)
         except Exception as exc:
