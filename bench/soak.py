@@ -293,6 +293,7 @@ class ExporterProcess:
         poll_interval: float,
         request_timeout: float,
         web_config: Path | None = None,
+        root: Path = ROOT,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTTE_")}
         env["NOTTE_API_KEY"] = API_KEY
@@ -310,7 +311,7 @@ class ExporterProcess:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
-            cwd=ROOT,
+            cwd=root,
         )  # fmt: skip
         self._stderr = LineCollector(self.process.stderr)
         self.lines = self._stderr.lines
@@ -479,6 +480,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds per hostile spell (default: 3 s more than the exporter needs to notice)",
     )
+    parser.add_argument(
+        "--exporter-root",
+        type=Path,
+        default=ROOT,
+        help="run the exporter from this checkout (a git worktree of another commit), to"
+        " compare two servers in one sitting with the same attackers and scrapers",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="notte-soak-") as directory:
         return soak(args, write_web_config(Path(directory)) if args.hostile else None)
@@ -492,7 +500,9 @@ def soak(args: argparse.Namespace, web_config: Path | None) -> int:
     world.populate(active=args.sessions, ended=10)
     api = SimulatorServer(world, api_key=API_KEY, tick_interval=1.0)
     api.start()
-    exporter = ExporterProcess(api.url, args.poll_interval, args.request_timeout, web_config)
+    exporter = ExporterProcess(
+        api.url, args.poll_interval, args.request_timeout, web_config, args.exporter_root
+    )
     record = Record()
     stop = threading.Event()  # the scrapers, the schedule and the checker
     stop_attack = threading.Event()  # the attackers: only once the exporter got SIGTERM
