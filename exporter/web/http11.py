@@ -34,6 +34,7 @@ import h11
 from exporter.web import authorisation as access
 from exporter.web.authorisation import OPEN_PATHS, SERVER, InForce, request_path
 from exporter.web.connections import Connection, ConnectionTable
+from exporter.web.headgate import HeadGate
 from exporter.web.passwordchecks import PasswordChecks
 from exporter.web.routes import Answer, Endpoints, Request
 
@@ -77,7 +78,7 @@ class Service:
 
 
 async def serve(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, service: Service
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: HeadGate, service: Service
 ) -> None:
     """The whole life of one accepted connection."""
     deadline = asyncio.get_running_loop().time() + service.limits.header_timeout
@@ -92,7 +93,7 @@ async def serve(
         writer.transport.abort()
         return
     try:
-        await _converse(reader, writer, connection, service, deadline)
+        await _converse(reader, writer, gate, connection, service, deadline)
     except TimeoutError:
         log.debug("%s: deadline passed", connection.peer)
     except Exception:  # a reset, a failed handshake: the client's problem
@@ -106,6 +107,7 @@ async def serve(
 async def _converse(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
+    gate: HeadGate,
     connection: Connection,
     service: Service,
     deadline: float | None,
@@ -123,7 +125,7 @@ async def _converse(
     parser.receive_data(first)  # b"": closed without a word, seen as such below
     refused = 0
     while True:
-        got = await _next_request(parser, reader, service.limits, deadline)
+        got = await _next_request(parser, reader, gate, service.limits, deadline)
         if got is None:
             return await _close(writer)
         request, error = got
@@ -141,6 +143,7 @@ async def _converse(
             service.table.busy(connection)
         await _write(parser, writer, connection, service, answer, head_only=head_only)
         if answer.close:
+            gate.pass_all()
             await _linger(reader, writer)
         if answer.close or parser.our_state is not h11.DONE:
             return await _close(writer)  # the client asked for it, or HTTP/1.0
@@ -151,14 +154,18 @@ async def _converse(
 
 
 async def _next_request(
-    parser: h11.Connection, reader: asyncio.StreamReader, limits: Limits, deadline: float | None
+    parser: h11.Connection,
+    reader: asyncio.StreamReader,
+    gate: HeadGate,
+    limits: Limits,
+    deadline: float | None,
 ) -> tuple[h11.Request | None, Answer | None] | None:
     """The next request with no answer yet, or with the error answer of one the server will
     not read on from; None when the client closed between requests. `deadline`: for the
     head, or None to wait `idle_timeout` for the first byte."""
     request = None
     try:
-        event = await _next_event(parser, reader, limits, deadline)
+        event = await _next_event(parser, reader, gate, limits, deadline)
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
@@ -180,8 +187,14 @@ async def _next_request(
 
 
 async def _next_event(
-    parser: h11.Connection, reader: asyncio.StreamReader, limits: Limits, deadline: float | None
+    parser: h11.Connection,
+    reader: asyncio.StreamReader,
+    gate: HeadGate,
+    limits: Limits,
+    deadline: float | None,
 ) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
+    """The parser's next event, read on until it has one; `gate` wakes this only when the
+    bytes may end a head, and at the first byte of a kept-alive connection's next one."""
     loop = asyncio.get_running_loop()
     idle = deadline is None and not parser.trailing_data[0]
     if deadline is None:
@@ -189,6 +202,8 @@ async def _next_event(
     event = parser.next_event()
     if event is not h11.NEED_DATA:
         return event
+    if idle:
+        gate.pass_next()
     async with asyncio.timeout_at(deadline) as timeout:  # one timer a head, not one a read
         while event is h11.NEED_DATA:
             data = await reader.read(READ_SIZE)

@@ -24,9 +24,11 @@ from exporter.metrics.exposition import Exposition
 from exporter.web.authorisation import InForce
 from exporter.web.basicauth import BasicAuthVerifier
 from exporter.web.connections import MAX_CONNECTIONS, ConnectionTable
+from exporter.web.headgate import HeadGate
 from exporter.web.http11 import (
     HEADER_TIMEOUT_SECONDS,
     IDLE_TIMEOUT_SECONDS,
+    MAX_HEADER_BYTES,
     READ_SIZE,
     WRITE_TIMEOUT_SECONDS,
     Limits,
@@ -156,19 +158,24 @@ class MetricsServer:
         self._stopping = asyncio.Event()
         connections: set[asyncio.Task[None]] = set()
 
-        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def accepted(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: HeadGate
+        ) -> None:
             task = asyncio.current_task()
             assert task is not None
             connections.add(task)
             try:
-                await serve(reader, writer, self._service)
+                await serve(reader, writer, gate, self._service)
             except asyncio.CancelledError:
                 pass  # stopping: asyncio's stream callback must not see a cancelled task
             finally:
                 connections.discard(task)
 
-        server = await asyncio.start_server(
-            accepted, sock=self._listener, limit=READ_SIZE, backlog=LISTEN_BACKLOG
+        def gate() -> HeadGate:
+            return HeadGate(asyncio.StreamReader(limit=READ_SIZE), accepted, MAX_HEADER_BYTES)
+
+        server = await asyncio.get_running_loop().create_server(
+            gate, sock=self._listener, backlog=LISTEN_BACKLOG
         )
         started.set()
         try:
