@@ -244,15 +244,21 @@ def test_a_retry_cut_short_by_the_deadline_reports_what_caused_it(
     caplog.set_level(logging.INFO)
     world.inject(first)
     world.inject(Fault(hang=30))  # the retry hangs until its deadline cuts it
+    interval = 2.0
     exporter = ExporterUnderTest(
-        make_settings(api.url, poll_interval=1, request_timeout=5),
+        make_settings(api.url, poll_interval=interval, request_timeout=5),
         retry=FixedDelay(attempts=3, base_delay=0.1),
     )
     exporter.start_http()
     try:
-        # The retry outlives the first cycle (which has no answer), and its deadline, in
-        # the next one, cuts it: that cycle reports what caused the retry.
+        # The retry outlives the first cycle (which has no answer), and its deadline cuts
+        # it within the next one: that cycle reports what caused the retry. The next cycle
+        # starts one interval after the first, as the scheduler starts it: started back to
+        # back, its wait would end a few milliseconds after the cut, a race a slow machine
+        # loses. One interval later it ends 0.1 interval (200 ms) after the cut.
+        started = time.monotonic()
         assert not exporter.cycle()
+        time.sleep(max(0.0, started + interval - time.monotonic()))
         assert not exporter.cycle()
         samples = exporter.metrics()
     finally:
@@ -561,7 +567,12 @@ def test_a_failed_cycle_keeps_the_last_values_and_readiness_tells_the_truth(
         network_request_bytes=4321,
     )
     clock = Clock(NOW)
-    exporter = ExporterUnderTest(make_settings(api.url, poll_interval=0.5), clock=clock)
+    # No retries: a retry's jittered delay could carry the 500 past the first cycle's
+    # deadline into the next (a race that slow machines lose); this test is about what a
+    # failed cycle keeps, not about retries.
+    exporter = ExporterUnderTest(
+        make_settings(api.url, poll_interval=0.5), clock=clock, retry=RetryPolicy(attempts=1)
+    )
     exporter.start_http()
     try:
         world.inject(Fault(status=500))
