@@ -190,7 +190,7 @@ def build_app(
     account_store = AccountStore()
     exposition = Exposition(
         lambda: store.current,
-        metrics.registry,
+        metrics,
         account=lambda: account_store.current,
         served=Served.by(FamilyFilter.of(settings.metric_allowlist, settings.metric_denylist)),
     )

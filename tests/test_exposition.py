@@ -70,7 +70,7 @@ def test_an_empty_snapshot_renders_like_prometheus_client(openmetrics: bool) -> 
 def test_cached_body_is_byte_for_byte_a_fresh_render() -> None:
     snapshot = snapshot_of(30)
     metrics = create_self_metrics(process_metrics=False)
-    exposition = Exposition(lambda: snapshot, metrics.registry)
+    exposition = Exposition(lambda: snapshot, metrics)
     for openmetrics in (False, True):
         exposition.body(openmetrics=openmetrics, gzip=False)  # fills the cache
         cached = exposition.body(openmetrics=openmetrics, gzip=False)
@@ -81,11 +81,11 @@ def test_cached_body_is_byte_for_byte_a_fresh_render() -> None:
 def test_body_is_session_part_plus_live_self_part_in_every_encoding() -> None:
     current = [snapshot_of(20)]
     metrics = create_self_metrics(process_metrics=False)
-    exposition = Exposition(lambda: current[0], metrics.registry)
+    exposition = Exposition(lambda: current[0], metrics)
     for openmetrics in (False, True):
         plain = exposition.body(openmetrics=openmetrics, gzip=False)
         assert gzip.decompress(exposition.body(openmetrics=openmetrics, gzip=True)) == plain
-    metrics.polls.labels(result="success").inc()
+    metrics.cycle_ended(succeeded=True, seconds=0.1, now=1.0)
     plain = exposition.body(openmetrics=False, gzip=False)
     assert b'notte_exporter_polls_total{result="success"} 1.0' in plain
     assert b'notte_exporter_polls_total{result="success"} 1.0' in gzip.decompress(
@@ -97,10 +97,10 @@ def test_body_is_session_part_plus_live_self_part_in_every_encoding() -> None:
 def test_a_scrape_sends_the_cached_part_as_it_is_never_a_copy(encoding: str) -> None:
     snapshot = snapshot_of(20)
     metrics = create_self_metrics(process_metrics=False)
-    exposition = Exposition(lambda: snapshot, metrics.registry)
+    exposition = Exposition(lambda: snapshot, metrics)
     compressed = encoding == "gzip"
     first = exposition.chunks(openmetrics=False, gzip=compressed)
-    metrics.polls.labels(result="success").inc()  # the live part changes
+    metrics.cycle_ended(succeeded=True, seconds=0.1, now=1.0)  # the self part changes
     second = exposition.chunks(openmetrics=False, gzip=compressed)
     cached = [chunk for chunk in first if any(chunk is again for again in second)]
     assert cached, "every chunk was built anew: the session part is copied at each scrape"
@@ -108,9 +108,35 @@ def test_a_scrape_sends_the_cached_part_as_it_is_never_a_copy(encoding: str) -> 
     assert b"".join(second) == exposition.body(openmetrics=False, gzip=compressed)
 
 
+def test_the_self_part_is_rendered_again_after_each_change_and_only_then() -> None:
+    metrics = create_self_metrics(process_metrics=False)
+    exposition = Exposition(lambda: snapshot_of(1), metrics)
+    line = b'notte_exporter_api_retries_total{endpoint="get_session"} '
+    assert line + b"0.0" in exposition.body(openmetrics=False, gzip=False)
+    metrics.api_retries.labels(endpoint="get_session").inc()  # behind SelfMetrics' back
+    assert line + b"0.0" in exposition.body(openmetrics=False, gzip=False)  # the last render
+    metrics.request_retried("get_session")  # a change it is told of
+    assert line + b"2.0" in exposition.body(openmetrics=False, gzip=False)
+    assert line + b"2.0" in gzip.decompress(exposition.body(openmetrics=True, gzip=True))
+
+
+def test_the_self_parts_that_change_by_themselves_are_rendered_at_every_scrape() -> None:
+    metrics = create_self_metrics(process_metrics=False)
+    age = [5.0]
+    metrics.watch_oldest_refresh(lambda: age[0])
+    exposition = Exposition(lambda: snapshot_of(1), metrics)
+    assert b"notte_exporter_oldest_refresh_age_seconds 5.0" in exposition.body(
+        openmetrics=False, gzip=False
+    )
+    age[0] = 7.0
+    assert b"notte_exporter_oldest_refresh_age_seconds 7.0" in exposition.body(
+        openmetrics=False, gzip=False
+    )
+
+
 def test_openmetrics_body_parses_with_one_eof() -> None:
     metrics = create_self_metrics(process_metrics=False)
-    exposition = Exposition(lambda: snapshot_of(5), metrics.registry)
+    exposition = Exposition(lambda: snapshot_of(5), metrics)
     text = exposition.body(openmetrics=True, gzip=False).decode()
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {"notte_session_status", "notte_up", "notte_sessions_ended"} <= names
@@ -119,7 +145,7 @@ def test_openmetrics_body_parses_with_one_eof() -> None:
 
 def test_a_new_snapshot_replaces_the_cached_part() -> None:
     current = [snapshot_of(2, generation=1)]
-    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
+    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False))
     first = exposition.body(openmetrics=False, gzip=True)
     current[0] = snapshot_of(3, generation=2)
     second = gzip.decompress(exposition.body(openmetrics=False, gzip=True))
@@ -183,7 +209,7 @@ def test_warm_renders_requested_variants_once_so_scrapes_render_nothing(
 
     monkeypatch.setattr(exposition_module, "render_session_families", counting_render)
     current = [snapshot_of(3, generation=1)]
-    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
+    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False))
     exposition.warm()
     assert renders == []  # nothing asked for yet: nothing rendered
     exposition.body(openmetrics=True, gzip=True)
@@ -200,9 +226,7 @@ def test_warm_renders_requested_variants_once_so_scrapes_render_nothing(
 
 
 def test_content_types_name_text_0_0_4_and_openmetrics_1_0_0() -> None:
-    exposition = Exposition(
-        lambda: snapshot_of(1), create_self_metrics(process_metrics=False).registry
-    )
+    exposition = Exposition(lambda: snapshot_of(1), create_self_metrics(process_metrics=False))
     assert exposition.content_type(False) == "text/plain; version=0.0.4; charset=utf-8"
     assert exposition.content_type(True) == (
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -223,7 +247,7 @@ def test_scrapes_during_warm_get_the_previous_part_without_waiting(
 
     monkeypatch.setattr(exposition_module, "render_session_families", slow_render)
     current = [snapshot_of(2, generation=1)]
-    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
+    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False))
     old = exposition.body(openmetrics=False, gzip=False)
     current[0] = snapshot_of(3, generation=2)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -242,7 +266,7 @@ def test_scrapes_during_warm_get_the_previous_part_without_waiting(
 
 def test_without_warm_a_scrape_renders_the_current_snapshot_itself() -> None:
     current = [snapshot_of(2, generation=1)]
-    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False).registry)
+    exposition = Exposition(lambda: current[0], create_self_metrics(process_metrics=False))
     exposition.body(openmetrics=True, gzip=True)
     current[0] = snapshot_of(3, generation=2)
     body = gzip.decompress(exposition.body(openmetrics=True, gzip=True))

@@ -7,9 +7,11 @@ that. A variant is first rendered when a scrape asks for it; from then on the
 poll cycle renders it ahead (`warm`) right after publishing, and scrapes that
 arrive meanwhile get the previous snapshot's part, so no scrape waits for a
 render (hundreds of milliseconds at 10,000 sessions). The exporter's own
-metrics (API requests, process, poll timings) are rendered at every scrape;
-they are a few dozen lines. So is the account part (functions, the runtime,
-usage: `render.render_account_families`), rendered at every scrape too.
+metrics are current at every scrape: those that change only when the exporter
+says so (API requests, poll timings) are rendered again only after a change
+(`SelfPart.revision`), the few that change by themselves (process, GC) at every
+scrape. The account part (functions, the runtime, usage:
+`render.render_account_families`) is rendered at every scrape too.
 
 Gzip keeps that split: the session part is compressed once into a deflate
 stream that is flushed but not finished; a scrape copies the compressor,
@@ -24,6 +26,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_format
@@ -54,6 +57,21 @@ def _render(registry: CollectorRegistry, openmetrics: bool) -> bytes:
         rendered: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
         return rendered.removesuffix(_EOF)
     return text_format.generate_latest(registry)
+
+
+class SelfPart(Protocol):
+    """The exporter's own metrics (`selfmetrics.SelfMetrics`), as a scrape renders them."""
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Instruments that change only when `revision` moves."""
+
+    @property
+    def live(self) -> CollectorRegistry:
+        """Collectors that change by themselves; rendered at every scrape."""
+
+    @property
+    def revision(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -100,13 +118,15 @@ class Exposition:
     def __init__(
         self,
         snapshot: Callable[[], Snapshot],
-        self_registry: CollectorRegistry,
+        self_part: SelfPart,
         *,
         account: Callable[[], AccountSnapshot] | None = None,
         served: Served = EVERY_FAMILY,
     ) -> None:
         self._snapshot = snapshot
-        self._self_registry = self_registry
+        self._self = self_part
+        # by openmetrics: (the revision it was rendered at, the render); replaced, not mutated
+        self._self_rendered: dict[bool, tuple[int, bytes]] = {}
         self._served = served
         self._account = None if account is None else account_registry(account, served.account)
         self._render_lock = threading.Lock()  # one render at a time, never the same one twice
@@ -129,7 +149,7 @@ class Exposition:
         """
         if (openmetrics, gzip) not in self._requested:
             self._requested = self._requested | {(openmetrics, gzip)}
-        tail = _render(self._self_registry, openmetrics) + (_EOF if openmetrics else b"")
+        tail = self._self_metrics(openmetrics) + (_EOF if openmetrics else b"")
         if self._account is not None:
             tail = render_account_families(self._account, openmetrics) + tail
         part = self._part(openmetrics, gzip)
@@ -137,6 +157,19 @@ class Exposition:
             assert part.gzip is not None
             return part.gzip.finish(tail)
         return part.plain, tail
+
+    def _self_metrics(self, openmetrics: bool) -> bytes:
+        """The exporter's own metrics, their changed-on-notice part rendered once per change.
+
+        The revision is read before rendering: a change during the render moves it,
+        so that render is not served past the change.
+        """
+        revision = self._self.revision
+        kept = self._self_rendered.get(openmetrics)
+        if kept is None or kept[0] != revision:
+            kept = (revision, _render(self._self.registry, openmetrics))
+            self._self_rendered[openmetrics] = kept
+        return kept[1] + _render(self._self.live, openmetrics)
 
     def warm(self) -> None:
         """Render, for the current snapshot, every variant a scrape has asked for.

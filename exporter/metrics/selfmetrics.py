@@ -1,14 +1,19 @@
-"""Metrics about the exporter itself, live at every scrape.
+"""Metrics about the exporter itself, current at every scrape.
 
-These are ordinary prometheus-client instruments on the exporter's own
-registry: they change while a poll cycle runs (API requests) and are cheap to
-render. Everything derived from the sessions is declared in `catalogue.py` instead.
+These are ordinary prometheus-client instruments on two registries of the exporter's
+own. `registry` holds the ones that change only through `SelfMetrics`' methods (API
+requests, poll cycles), each of which counts a change in `changes`: a scrape reuses
+their last render until the count moves, since rendering them (a few hundred lines)
+at every scrape was most of what a scrape cost. `live` holds what changes without
+telling (process, GC, the age of the stalest data): it is rendered at every scrape.
+Everything derived from the sessions is declared in `catalogue.py` instead.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,11 +34,29 @@ _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120)
 _REQUEST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+class Changes:
+    """How many times the instruments on `SelfMetrics.registry` have changed.
+
+    Counted after each change, so a render that read the count before it began is
+    never reused past a change it may have missed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the poller's loop and the HTTP thread both report
+        self.count = 0
+
+    def note(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
 @dataclass(frozen=True)
 class SelfMetrics:
-    """The exporter's own instruments, registered on one registry."""
+    """The exporter's own instruments: on `registry` those changed only by the methods
+    below, on `live` those that change by themselves."""
 
     registry: CollectorRegistry
+    live: CollectorRegistry
     up: Gauge
     build_info: Info
     last_poll_success: Gauge
@@ -51,6 +74,12 @@ class SelfMetrics:
     deferred_sessions: Gauge
     oldest_refresh_age: Gauge
     list_truncated: Gauge
+    changes: Changes = field(default_factory=Changes)
+
+    @property
+    def revision(self) -> int:
+        """Moves whenever something on `registry` changed."""
+        return self.changes.count
 
     # What the poller reports (`poller.PollObserver`): it imports no metrics.
     def cycle_ended(self, *, succeeded: bool, seconds: float, now: float) -> None:
@@ -59,16 +88,20 @@ class SelfMetrics:
         self.up.set(1 if succeeded else 0)
         if succeeded:
             self.last_poll_success.set(now)
+        self.changes.note()
 
     def sessions_deferred(self, count: int) -> None:
         self.deferred_sessions.set(count)
+        self.changes.note()
 
     def list_cut_at_cap(self, truncated: bool) -> None:
         self.list_truncated.set(1 if truncated else 0)
+        self.changes.note()
 
     def sweep_state(self, *, configured: bool, running: bool) -> None:
         self.sweep_configured.set(1 if configured else 0)
         self.sweep_enabled.set(1 if running else 0)
+        self.changes.note()
 
     def watch_oldest_refresh(self, age: Callable[[], float]) -> None:
         self.oldest_refresh_age.set_function(age)
@@ -77,12 +110,15 @@ class SelfMetrics:
     def request_done(self, endpoint: str, code: str, seconds: float) -> None:
         self.api_requests.labels(endpoint=endpoint, code=code).inc()
         self.api_request_duration.labels(endpoint=endpoint).observe(seconds)
+        self.changes.note()
 
     def request_retried(self, endpoint: str) -> None:
         self.api_retries.labels(endpoint=endpoint).inc()
+        self.changes.note()
 
     def bad_data(self, endpoint: str, kind: str) -> None:
         self.bad_api_data.labels(endpoint=endpoint, kind=kind).inc()
+        self.changes.note()
 
 
 def create_self_metrics(
@@ -100,12 +136,14 @@ def create_self_metrics(
     # `_created` series add nothing for these counters and double the lines.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=True)
+    live = CollectorRegistry(auto_describe=True)
     if process_metrics:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+        ProcessCollector(registry=live)
+        PlatformCollector(registry=live)
+        GCCollector(registry=live)
     metrics = SelfMetrics(
         registry=registry,
+        live=live,
         up=Gauge(
             "notte_up",
             "1 when the last poll cycle reached the Notte API and was authorised, else 0.",
@@ -195,7 +233,7 @@ def create_self_metrics(
             "notte_exporter_oldest_refresh_age_seconds",
             "Age of the stalest data among the sessions still refreshed (not ended), and of "
             "configured sessions never answered yet; 0 when there are none.",
-            registry=registry,
+            registry=live,  # a function of the clock: it changes without telling
         ),
         list_truncated=Gauge(
             "notte_exporter_session_list_truncated",
