@@ -42,7 +42,7 @@ class Changes:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # the poller's loop and the HTTP thread both report
+        self._lock = threading.Lock()  # noted on the poll loop, read from the HTTP thread
         self.count = 0
 
     def note(self) -> None:
