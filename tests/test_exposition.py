@@ -18,7 +18,9 @@ from exporter.metrics.catalogue import ACCOUNT_FAMILIES, AGGREGATE_FAMILIES, SES
 from exporter.metrics.exposition import Exposition
 from exporter.metrics.render import render_session_families
 from exporter.metrics.selfmetrics import create_self_metrics
+from exporter.notte.accountmodel import RuntimeHealth
 from exporter.notte.model import parse_session
+from exporter.polling.accountsnapshot import AccountSnapshot
 from exporter.polling.snapshot import Snapshot, build_snapshot
 from exporter.polling.tracker import CycleResult, TrackerState, apply_cycle
 from tests.oracle import render_with_prometheus_client
@@ -132,6 +134,37 @@ def test_the_self_parts_that_change_by_themselves_are_rendered_at_every_scrape()
     assert b"notte_exporter_oldest_refresh_age_seconds 7.0" in exposition.body(
         openmetrics=False, gzip=False
     )
+
+
+def test_the_account_part_is_rendered_once_per_account_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renders: list[AccountSnapshot] = []
+    real_render = exposition_module.render_account_families
+
+    def counted(snapshot: AccountSnapshot, *args: Any) -> bytes:
+        renders.append(snapshot)
+        return real_render(snapshot, *args)
+
+    monkeypatch.setattr(exposition_module, "render_account_families", counted)
+    down = AccountSnapshot(runtime=RuntimeHealth(status="down", reachable=False))
+    current = [down]
+    exposition = Exposition(
+        lambda: snapshot_of(1),
+        create_self_metrics(process_metrics=False),
+        account=lambda: current[0],
+    )
+    for _ in range(3):
+        assert b"notte_functions_runtime_reachable 0.0" in exposition.body(
+            openmetrics=False, gzip=False
+        )
+    assert renders == [down]
+    current[0] = AccountSnapshot(runtime=RuntimeHealth(status="healthy", reachable=True))
+    assert b"notte_functions_runtime_reachable 1.0" in exposition.body(
+        openmetrics=False, gzip=False
+    )
+    assert b"notte_functions_runtime_reachable 1.0" in exposition.body(openmetrics=True, gzip=False)
+    assert len(renders) == 3  # the new snapshot, once in each format
 
 
 def test_openmetrics_body_parses_with_one_eof() -> None:

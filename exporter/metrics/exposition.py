@@ -11,7 +11,8 @@ metrics are current at every scrape: those that change only when the exporter
 says so (API requests, poll timings) are rendered again only after a change
 (`SelfPart.revision`), the few that change by themselves (process, GC) at every
 scrape. The account part (functions, the runtime, usage:
-`render.render_account_families`) is rendered at every scrape too.
+`render.render_account_families`) is rendered once per account snapshot and
+format, when a scrape first asks for it.
 
 Gzip keeps that split: the session part is compressed once into a deflate
 stream that is flushed but not finished; a scrape copies the compressor,
@@ -34,7 +35,6 @@ from prometheus_client.openmetrics import exposition as openmetrics_format
 
 from exporter.metrics.metricfilter import EVERY_FAMILY, Served
 from exporter.metrics.render import (
-    account_registry,
     render_account_families,
     render_session_families,
 )
@@ -128,7 +128,9 @@ class Exposition:
         # by openmetrics: (the revision it was rendered at, the render); replaced, not mutated
         self._self_rendered: dict[bool, tuple[int, bytes]] = {}
         self._served = served
-        self._account = None if account is None else account_registry(account, served.account)
+        self._account = account
+        # by openmetrics: (the account snapshot it was rendered from, the render)
+        self._account_rendered: dict[bool, tuple[AccountSnapshot, bytes]] = {}
         self._render_lock = threading.Lock()  # one render at a time, never the same one twice
         self._rendered: dict[bool, _Rendered] = {}  # by openmetrics; entries replaced, not mutated
         self._warming = False
@@ -151,7 +153,7 @@ class Exposition:
             self._requested = self._requested | {(openmetrics, gzip)}
         tail = self._self_metrics(openmetrics) + (_EOF if openmetrics else b"")
         if self._account is not None:
-            tail = render_account_families(self._account, openmetrics) + tail
+            tail = self._account_metrics(self._account(), openmetrics) + tail
         part = self._part(openmetrics, gzip)
         if gzip:
             assert part.gzip is not None
@@ -170,6 +172,14 @@ class Exposition:
             kept = (revision, _render(self._self.registry, openmetrics))
             self._self_rendered[openmetrics] = kept
         return kept[1] + _render(self._self.live, openmetrics)
+
+    def _account_metrics(self, snapshot: AccountSnapshot, openmetrics: bool) -> bytes:
+        """The account part of `snapshot`, rendered once: a published snapshot never changes."""
+        kept = self._account_rendered.get(openmetrics)
+        if kept is None or kept[0] is not snapshot:
+            kept = (snapshot, render_account_families(snapshot, self._served.account, openmetrics))
+            self._account_rendered[openmetrics] = kept
+        return kept[1]
 
     def warm(self) -> None:
         """Render, for the current snapshot, every variant a scrape has asked for.

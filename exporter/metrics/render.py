@@ -176,17 +176,12 @@ def _account_family(family: AccountFamily, snapshot: AccountSnapshot) -> Metric:
     return metric
 
 
-def account_registry(
-    snapshot: Callable[[], AccountSnapshot], families: Sequence[AccountFamily]
-) -> CollectorRegistry:
-    """A registry holding only the account collector, for the served account families."""
+def render_account_families(
+    snapshot: AccountSnapshot, families: Sequence[AccountFamily], openmetrics: bool
+) -> bytes:
+    """The served account families of one account snapshot as exposition text (no `# EOF`)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(AccountCollector(snapshot, families))
-    return registry
-
-
-def render_account_families(registry: CollectorRegistry, openmetrics: bool) -> bytes:
-    """The account families as exposition text (no `# EOF`)."""
+    registry.register(AccountCollector(lambda: snapshot, families))
     if openmetrics:
         rendered: bytes = openmetrics_format.generate_latest(registry)  # type: ignore[no-untyped-call]
         return rendered.removesuffix(b"# EOF\n")
