@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.app import build_app
+from exporter.gil import hand_the_gil_over_sooner
 from exporter.logs import Redactor, configure_logging
 from exporter.memory import return_large_buffers_to_the_os
 from exporter.notte.apikey import ApiKeyError, ApiKeySource
@@ -177,6 +178,7 @@ def _run(
             settings.api_url,
         )
     return_large_buffers_to_the_os()
+    hand_the_gil_over_sooner()
     app = build_app(settings, api_key, web_config=web_config)
     if once:
         succeeded = asyncio.run(app.poll_once())

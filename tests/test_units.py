@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from exporter.gil import SWITCH_INTERVAL_SECONDS, hand_the_gil_over_sooner
 from exporter.logs import REDACTED, Redactor, configure_logging
 from exporter.memory import return_large_buffers_to_the_os
 from exporter.notte.apikey import ApiKeyError, ApiKeySource, read_key_file
@@ -195,6 +196,15 @@ def test_bounds_keep_every_renderable_value_and_coercion_stays_lax() -> None:
     assert session.idle_timeout_minutes == 2.5
     assert session.max_duration_minutes == 15
     assert session.proxies is True
+
+
+def test_the_gil_is_handed_over_after_a_millisecond() -> None:
+    default = sys.getswitchinterval()
+    try:
+        hand_the_gil_over_sooner()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
+    finally:
+        sys.setswitchinterval(default)
 
 
 def test_large_buffers_go_back_to_the_os_unless_the_operator_chose(
