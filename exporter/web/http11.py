@@ -118,9 +118,10 @@ async def _converse(
             await writer.start_tls(context, ssl_handshake_timeout=service.limits.header_timeout)
     else:
         # At most about one piece queued beyond the kernel's buffer: enough that the kernel
-        # never waits for the loop between pieces (with none queued, a 14 MiB answer took
+        # seldom waits for the loop between pieces (with none queued, a 14 MiB answer took
         # 1.6x a static file's time, 1.2x now), little enough that a reader that never
-        # reads holds one piece's copy (counted: `Connection.buffered`). TLS copies anyway.
+        # reads holds at most two pieces' copy, 512 KiB (counted: `Connection.buffered`:
+        # asyncio pauses the writer past one piece queued). TLS copies anyway.
         writer.transport.set_write_buffer_limits(high=SEND_PIECE)
     async with asyncio.timeout_at(deadline):
         first = await reader.read(READ_SIZE)
