@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from exporter.notte.model import Session, parse_session
 from exporter.polling.configured import ConfiguredIds, parse_ids_file
 from exporter.polling.sharding import owns, shard_of
 from exporter.settings import SettingsError, load_settings, parse_listen_address
+from exporter.web.http_server import listen_backlog
 
 KEY = "sk-unit-0a1b2c3d4e5f"
 
@@ -205,6 +207,25 @@ def test_the_gil_is_handed_over_after_a_millisecond() -> None:
         assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
     finally:
         sys.setswitchinterval(default)
+
+
+@pytest.mark.parametrize(
+    ("written", "backlog"),
+    [
+        ("4096\n", 4096),
+        ("200000\n", 65535),
+        ("0\n", 1),
+        ("many\n", socket.SOMAXCONN),
+        (None, socket.SOMAXCONN),
+    ],
+)
+def test_the_listen_backlog_is_the_systems_cap(
+    tmp_path: Path, written: str | None, backlog: int
+) -> None:
+    somaxconn = tmp_path / "somaxconn"
+    if written is not None:
+        somaxconn.write_text(written)
+    assert listen_backlog(str(somaxconn)) == backlog
 
 
 def test_large_buffers_go_back_to_the_os_unless_the_operator_chose(

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 WORKERS = 4  # threads building /metrics answers; more would only contend for the GIL
 STOP_SECONDS = 2.0  # for the connections to be closed and the loop to end
-LISTEN_BACKLOG = 1024  # connections the kernel holds until accepted
+SOMAXCONN_FILE = "/proc/sys/net/core/somaxconn"
 
 
 class MetricsServer:
@@ -67,7 +67,8 @@ class MetricsServer:
         self._web_config = web_config if web_config is not None else WebConfig()
         self._in_force_lock = threading.Lock()
         self._serving = self._build(self._config_now(), previous=None)
-        self._listener = _listen(address)
+        self._backlog = listen_backlog()
+        self._listener = _listen(address, self._backlog)
         self._renders = ThreadPoolExecutor(workers, thread_name_prefix="metrics-render")
         self._bcrypt = ThreadPoolExecutor(RUNNING, thread_name_prefix="basic-auth")
         self._service = Service(
@@ -175,7 +176,7 @@ class MetricsServer:
             return HeadGate(asyncio.StreamReader(limit=READ_SIZE), accepted, MAX_HEADER_BYTES)
 
         server = await asyncio.get_running_loop().create_server(
-            gate, sock=self._listener, backlog=LISTEN_BACKLOG
+            gate, sock=self._listener, backlog=self._backlog
         )
         started.set()
         try:
@@ -189,14 +190,28 @@ class MetricsServer:
                 await asyncio.wait(connections, timeout=STOP_SECONDS)
 
 
-def _listen(address: tuple[str, int]) -> socket.socket:
+def listen_backlog(somaxconn_file: str = SOMAXCONN_FILE) -> int:
+    """As many connections as the system lets the kernel hold until accepted, as Go asks.
+
+    A connect flood fills the accept queue faster than the loop accepts; once it is
+    full the kernel drops new SYNs, and a scraper's connection waits for the SYN's
+    retransmission, a whole second later. The system's cap is the most it will hold.
+    """
+    try:
+        with open(somaxconn_file, encoding="ascii") as file:
+            return max(1, min(int(file.read().strip()), 65535))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
+def _listen(address: tuple[str, int], backlog: int) -> socket.socket:
     """A listening socket; `[::]` takes IPv4 too where the system allows, as Go does."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(LISTEN_BACKLOG)
+        sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
