@@ -1,12 +1,13 @@
 """The head gate: a connection's coroutine sees its client's bytes only when they may
-end a request head, so a header sent a byte at a time does not wake it for each byte."""
+end a request head, so a header sent a byte at a time does not wake it for each byte;
+and the doorman: before its first head may be whole, a connection has no coroutine."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-from exporter.web.headgate import HeadGate
+from exporter.web.headgate import Doorman, HeadGate
 
 BOUND = 64
 
@@ -99,3 +100,117 @@ def test_a_lingering_drain_gets_every_byte_as_it_comes() -> None:
         assert handed_on(reader) == b"more!"
 
     gated(test)
+
+
+class Transport(asyncio.Transport):
+    """A transport that records what the doorman did with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol: asyncio.BaseProtocol | None = None
+        self.aborted = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+
+class Arrivals:
+    """A server side that lets connections in (or not) and records the hand-overs."""
+
+    def __init__(self, *, let_in: bool = True, at_once: bool = False) -> None:
+        self.let_in, self.at_once = let_in, at_once
+        self.readers: list[Recorder] = []
+        self.lost_count = 0
+
+    def arrived(self, transport: asyncio.Transport) -> bool:
+        return self.let_in
+
+    def hand_over(self, transport: asyncio.Transport) -> HeadGate:
+        self.readers.append(Recorder())
+        return HeadGate(self.readers[-1], idle, BOUND)
+
+    def lost(self) -> None:
+        self.lost_count += 1
+
+
+def at_the_door(test: Callable[[Doorman, Transport, Arrivals], None], arrivals: Arrivals) -> None:
+    """Run `test` on a doorman that was just given a new connection, on a loop of its own."""
+
+    async def run() -> None:
+        transport = Transport()
+        doorman = Doorman(arrivals, BOUND)
+        doorman.connection_made(transport)
+        test(doorman, transport, arrivals)
+        await asyncio.sleep(0)  # the handed-over coroutines (`idle`) end
+        transport.abort()  # closed: its stream writer, if any, may go
+
+    asyncio.run(run())
+
+
+def test_a_slow_head_gets_a_coroutine_only_once_it_may_be_whole() -> None:
+    def test(doorman: Doorman, transport: Transport, arrivals: Arrivals) -> None:
+        for byte in b"GET / HTTP/1.1\r\nX-Slow: aaaa\r\n\r":
+            doorman.data_received(bytes([byte]))
+        assert arrivals.readers == []
+        assert transport.protocol is None
+        doorman.data_received(b"\nGET")  # the blank line, split across two reads
+        [reader] = arrivals.readers
+        assert isinstance(transport.protocol, HeadGate)
+        assert handed_on(reader) == b"GET / HTTP/1.1\r\nX-Slow: aaaa\r\n\r\nGET"
+
+    at_the_door(test, Arrivals())
+
+
+def test_the_doorman_hands_over_at_the_bound_at_eof_and_at_a_byte_h11_refuses() -> None:
+    def at_the_bound(doorman: Doorman, transport: Transport, arrivals: Arrivals) -> None:
+        doorman.data_received(b"G" * (BOUND - 1))
+        assert arrivals.readers == []
+        doorman.data_received(b"x")
+        assert handed_on(arrivals.readers[0]) == b"G" * (BOUND - 1) + b"x"  # h11 answers 431
+
+    def at_eof(doorman: Doorman, transport: Transport, arrivals: Arrivals) -> None:
+        doorman.data_received(b"GET /")
+        assert doorman.eof_received()  # half closed: open for the 400
+        assert handed_on(arrivals.readers[0]) == b"GET /"
+        assert arrivals.readers[0].ended
+
+    def tls_hello(doorman: Doorman, transport: Transport, arrivals: Arrivals) -> None:
+        doorman.data_received(b"\x16\x03\x01")
+        assert handed_on(arrivals.readers[0]) == b"\x16\x03\x01"
+
+    for test in (at_the_bound, at_eof, tls_hello):
+        at_the_door(test, Arrivals())
+
+
+def test_a_connection_that_ends_silent_never_gets_a_coroutine() -> None:
+    def test(doorman: Doorman, transport: Transport, arrivals: Arrivals) -> None:
+        assert not doorman.eof_received()  # the transport closes itself
+        doorman.connection_lost(None)
+        assert arrivals.readers == []
+        assert arrivals.lost_count == 1
+
+    at_the_door(test, Arrivals())
+
+
+def test_a_tls_connection_is_handed_over_at_once_and_one_refused_is_closed() -> None:
+    def tls(doorman: Doorman, transport: Transport, arrivals: Arrivals) -> None:
+        assert len(arrivals.readers) == 1
+        assert isinstance(transport.protocol, HeadGate)
+
+    def refused(doorman: Doorman, transport: Transport, arrivals: Arrivals) -> None:
+        assert transport.aborted
+        assert arrivals.readers == []
+        doorman.connection_lost(None)
+        assert arrivals.lost_count == 0  # never let in: nothing to count out
+
+    at_the_door(tls, Arrivals(at_once=True))
+    at_the_door(refused, Arrivals(let_in=False))

@@ -77,23 +77,61 @@ class Service:
     limits: Limits
 
 
+class Arrival:
+    """One accepted connection until its coroutine runs (`headgate.Arriving`): it is
+    counted in the cap, its first head's deadline starts, and whether it speaks TLS is
+    settled, from the web config in force at accept."""
+
+    __slots__ = ("_gate", "_timer", "connection", "deadline", "service", "ssl_context")
+
+    def __init__(self, service: Service, gate: Callable[[Arrival], HeadGate]) -> None:
+        self.service = service
+        self._gate = gate
+        self.connection: Connection | None = None
+        self.deadline = 0.0
+        self.ssl_context = service.in_force().ssl_context
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def at_once(self) -> bool:
+        return self.ssl_context is not None
+
+    def arrived(self, transport: asyncio.Transport) -> bool:
+        peername = transport.get_extra_info("peername")
+        connection = Connection(
+            peer=str(peername[0]) if peername else "?",
+            abort=transport.abort,
+            buffered=transport.get_write_buffer_size,
+        )
+        if not self.service.table.open(connection):
+            log.debug("%s: refused: every connection is in use", connection.peer)
+            return False
+        loop = asyncio.get_running_loop()
+        self.connection = connection
+        self.deadline = loop.time() + self.service.limits.header_timeout
+        self._timer = loop.call_at(self.deadline, transport.abort)
+        return True
+
+    def hand_over(self, transport: asyncio.Transport) -> HeadGate:
+        if self._timer is not None:
+            self._timer.cancel()  # the coroutine keeps the deadline
+        return self._gate(self)
+
+    def lost(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self.connection is not None
+        self.service.table.close(self.connection)
+
+
 async def serve(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: HeadGate, service: Service
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: HeadGate, arrival: Arrival
 ) -> None:
-    """The whole life of one accepted connection."""
-    deadline = asyncio.get_running_loop().time() + service.limits.header_timeout
-    peername = writer.get_extra_info("peername")
-    connection = Connection(
-        peer=str(peername[0]) if peername else "?",
-        abort=lambda: writer.transport.abort(),
-        buffered=lambda: writer.transport.get_write_buffer_size(),
-    )
-    if not service.table.open(connection):
-        log.debug("%s: refused: every connection is in use", connection.peer)
-        writer.transport.abort()
-        return
+    """The whole life of one accepted connection, once handed over by its `Doorman`."""
+    service, connection = arrival.service, arrival.connection
+    assert connection is not None
     try:
-        await _converse(reader, writer, gate, connection, service, deadline)
+        await _converse(reader, writer, gate, arrival)
     except TimeoutError:
         log.debug("%s: deadline passed", connection.peer)
     except Exception:  # a reset, a failed handshake: the client's problem
@@ -108,11 +146,11 @@ async def _converse(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     gate: HeadGate,
-    connection: Connection,
-    service: Service,
-    deadline: float | None,
+    arrival: Arrival,
 ) -> None:
-    context = service.in_force().ssl_context  # no await before: no byte read as plain text
+    service, context, connection = arrival.service, arrival.ssl_context, arrival.connection
+    assert connection is not None
+    deadline: float | None = arrival.deadline
     if context is not None:
         async with asyncio.timeout_at(deadline):
             await writer.start_tls(context, ssl_handshake_timeout=service.limits.header_timeout)

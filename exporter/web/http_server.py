@@ -15,6 +15,7 @@ reads it at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import threading
@@ -24,13 +25,14 @@ from exporter.metrics.exposition import Exposition
 from exporter.web.authorisation import InForce
 from exporter.web.basicauth import BasicAuthVerifier
 from exporter.web.connections import MAX_CONNECTIONS, ConnectionTable
-from exporter.web.headgate import HeadGate
+from exporter.web.headgate import Doorman, HeadGate
 from exporter.web.http11 import (
     HEADER_TIMEOUT_SECONDS,
     IDLE_TIMEOUT_SECONDS,
     MAX_HEADER_BYTES,
     READ_SIZE,
     WRITE_TIMEOUT_SECONDS,
+    Arrival,
     Limits,
     Service,
     serve,
@@ -160,23 +162,30 @@ class MetricsServer:
         connections: set[asyncio.Task[None]] = set()
 
         async def accepted(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: HeadGate
+            arrival: Arrival,
+            reader: asyncio.StreamReader,
+            writer: asyncio.StreamWriter,
+            gate: HeadGate,
         ) -> None:
             task = asyncio.current_task()
             assert task is not None
             connections.add(task)
             try:
-                await serve(reader, writer, gate, self._service)
+                await serve(reader, writer, gate, arrival)
             except asyncio.CancelledError:
                 pass  # stopping: asyncio's stream callback must not see a cancelled task
             finally:
                 connections.discard(task)
 
-        def gate() -> HeadGate:
-            return HeadGate(asyncio.StreamReader(limit=READ_SIZE), accepted, MAX_HEADER_BYTES)
+        def gate(arrival: Arrival) -> HeadGate:
+            reader = asyncio.StreamReader(limit=READ_SIZE)
+            return HeadGate(reader, functools.partial(accepted, arrival), MAX_HEADER_BYTES)
+
+        def doorman() -> Doorman:
+            return Doorman(Arrival(self._service, gate), MAX_HEADER_BYTES)
 
         server = await asyncio.get_running_loop().create_server(
-            gate, sock=self._listener, backlog=self._backlog
+            doorman, sock=self._listener, backlog=self._backlog
         )
         started.set()
         try:
