@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.metrics import exposition as exposition_module
@@ -134,6 +135,15 @@ def test_the_self_parts_that_change_by_themselves_are_rendered_at_every_scrape()
     assert b"notte_exporter_oldest_refresh_age_seconds 7.0" in exposition.body(
         openmetrics=False, gzip=False
     )
+
+
+def test_process_and_gc_metrics_are_live_and_the_python_version_is_rendered_once() -> None:
+    metrics = create_self_metrics(process_metrics=True)
+    live, kept = generate_latest(metrics.live), generate_latest(metrics.registry)
+    assert b"process_open_fds " in live
+    assert b"python_gc_collections_total" in live
+    assert b"python_info{" in kept
+    assert b"python_info{" not in live
 
 
 def test_the_account_part_is_rendered_once_per_account_snapshot(

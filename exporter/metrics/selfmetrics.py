@@ -138,8 +138,8 @@ def create_self_metrics(
     registry = CollectorRegistry(auto_describe=True)
     live = CollectorRegistry(auto_describe=True)
     if process_metrics:
+        PlatformCollector(registry=registry)  # the Python version: it never changes
         ProcessCollector(registry=live)
-        PlatformCollector(registry=live)
         GCCollector(registry=live)
     metrics = SelfMetrics(
         registry=registry,
