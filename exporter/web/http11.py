@@ -1,8 +1,9 @@
 """One client connection, spoken through h11: the exporter's one HTTP/1.1 parser.
 
-Each accepted connection is a coroutine on the server's event loop (`http_server`).
-h11 frames every request, so no second parser can read a request differently
-(request smuggling needs two). Around it, the limits Go's `http.Server` has:
+Each accepted connection is a coroutine on the server's event loop (`http_server`),
+from the moment its first request head may be whole (`Arrival`, with `headgate.Doorman`
+holding its bytes until then). h11 frames every request, so no second parser can read a
+request differently (request smuggling needs two). Around it, the limits Go's `http.Server` has:
 
 - TLS through `ssl`, the handshake within the first head's deadline;
 - a request head within `header_timeout` (10 s) of accept, or of the first byte of a
