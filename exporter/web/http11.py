@@ -132,7 +132,7 @@ async def serve(
     service, connection = arrival.service, arrival.connection
     assert connection is not None
     try:
-        await _converse(reader, writer, gate, arrival)
+        await _converse(reader, writer, gate, connection, arrival)
     except TimeoutError:
         log.debug("%s: deadline passed", connection.peer)
     except Exception:  # a reset, a failed handshake: the client's problem
@@ -147,10 +147,10 @@ async def _converse(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     gate: HeadGate,
+    connection: Connection,
     arrival: Arrival,
 ) -> None:
-    service, context, connection = arrival.service, arrival.ssl_context, arrival.connection
-    assert connection is not None
+    service, context = arrival.service, arrival.ssl_context
     deadline: float | None = arrival.deadline
     if context is not None:
         async with asyncio.timeout_at(deadline):
