@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.metrics import exposition as exposition_module
@@ -137,13 +138,48 @@ def test_the_self_parts_that_change_by_themselves_are_rendered_at_every_scrape()
     )
 
 
-def test_process_and_gc_metrics_are_live_and_the_python_version_is_rendered_once() -> None:
+def test_process_and_gc_metrics_change_by_themselves_and_the_python_version_is_kept() -> None:
     metrics = create_self_metrics(process_metrics=True)
-    live, kept = generate_latest(metrics.live), generate_latest(metrics.registry)
-    assert b"process_open_fds " in live
-    assert b"python_gc_collections_total" in live
+    process, kept = generate_latest(metrics.process), generate_latest(metrics.registry)
+    assert b"process_open_fds " in process
+    assert b"python_gc_collections_total" in process
     assert b"python_info{" in kept
-    assert b"python_info{" not in live
+    assert b"python_info{" not in process + generate_latest(metrics.live)
+
+
+class CollectCount:
+    """A collector whose one gauge is how many times it has been collected."""
+
+    def __init__(self) -> None:
+        self.collected = 0
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # so that registering it collects nothing
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        self.collected += 1
+        return [GaugeMetricFamily("collected", "Times collected.", value=self.collected)]
+
+
+def test_process_metrics_are_rendered_again_once_a_second_old() -> None:
+    metrics = create_self_metrics(process_metrics=False)
+    counting = CollectCount()
+    metrics.process.register(counting)
+    now = [100.0]
+    exposition = Exposition(lambda: snapshot_of(1), metrics, clock=lambda: now[0])
+
+    def collected(openmetrics: bool = False) -> bytes:
+        body = exposition.body(openmetrics=openmetrics, gzip=False)
+        return next(line for line in body.splitlines() if line.startswith(b"collected "))
+
+    assert collected() == b"collected 1.0"
+    now[0] += exposition_module.PROCESS_RENDER_SECONDS - 0.01
+    assert collected() == b"collected 1.0"  # a scrape within the second: the same render
+    assert collected(openmetrics=True) == b"collected 2.0"  # each format its own render
+    now[0] += 0.01
+    assert collected() == b"collected 3.0"  # a second old: rendered again
+    now[0] -= 5  # a clock that went back is not trusted to mean "fresh"
+    assert collected() == b"collected 4.0"
 
 
 def test_the_account_part_is_rendered_once_per_account_snapshot(

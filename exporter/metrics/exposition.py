@@ -9,10 +9,10 @@ arrive meanwhile get the previous snapshot's part, so no scrape waits for a
 render (hundreds of milliseconds at 10,000 sessions). The exporter's own
 metrics are current at every scrape: those that change only when the exporter
 says so (API requests, poll timings) are rendered again only after a change
-(`SelfPart.revision`), the few that change by themselves (process, GC) at every
-scrape. The account part (functions, the runtime, usage:
-`render.render_account_families`) is rendered once per account snapshot and
-format, when a scrape first asks for it.
+(`SelfPart.revision`), the age of the stalest data at every scrape, and the process
+and GC metrics once they are `PROCESS_RENDER_SECONDS` old. The account part
+(functions, the runtime, usage: `render.render_account_families`) is rendered once
+per account snapshot and format, when a scrape first asks for it.
 
 Gzip keeps that split: the session part is compressed once into a deflate
 stream that is flushed but not finished; a scrape copies the compressor,
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,10 @@ OPENMETRICS_CONTENT_TYPE = openmetrics_format.CONTENT_TYPE_LATEST
 _EOF = b"# EOF\n"
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _GZIP_LEVEL = 6
+# The process collector lists /proc/self/fd: some 0.6 ms per 1,000 open connections,
+# on the server's event loop. Rendered at most once a second, a connect flood cannot
+# make every scrape pay it, and no rate() over a scrape interval can tell.
+PROCESS_RENDER_SECONDS = 1.0
 
 Chunks = tuple[bytes, ...]  # one answer, in the order its pieces are sent
 
@@ -68,7 +73,11 @@ class SelfPart(Protocol):
 
     @property
     def live(self) -> CollectorRegistry:
-        """Collectors that change by themselves; rendered at every scrape."""
+        """Collectors that change by themselves, cheaply; rendered at every scrape."""
+
+    @property
+    def process(self) -> CollectorRegistry:
+        """The process and GC collectors; rendered again once `PROCESS_RENDER_SECONDS` old."""
 
     @property
     def revision(self) -> int: ...
@@ -122,11 +131,15 @@ class Exposition:
         *,
         account: Callable[[], AccountSnapshot] | None = None,
         served: Served = EVERY_FAMILY,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._snapshot = snapshot
         self._self = self_part
+        self._clock = clock
         # by openmetrics: (the revision it was rendered at, the render); replaced, not mutated
         self._self_rendered: dict[bool, tuple[int, bytes]] = {}
+        # by openmetrics: (the clock when it was rendered, the render); replaced, not mutated
+        self._process_rendered: dict[bool, tuple[float, bytes]] = {}
         self._served = served
         self._account = account
         # by openmetrics: (the account snapshot it was rendered from, the render)
@@ -171,7 +184,16 @@ class Exposition:
         if kept is None or kept[0] != revision:
             kept = (revision, _render(self._self.registry, openmetrics))
             self._self_rendered[openmetrics] = kept
-        return kept[1] + _render(self._self.live, openmetrics)
+        return kept[1] + self._process_metrics(openmetrics) + _render(self._self.live, openmetrics)
+
+    def _process_metrics(self, openmetrics: bool) -> bytes:
+        """The process and GC metrics, rendered again once `PROCESS_RENDER_SECONDS` old."""
+        now = self._clock()
+        kept = self._process_rendered.get(openmetrics)
+        if kept is None or not 0 <= now - kept[0] < PROCESS_RENDER_SECONDS:
+            kept = (now, _render(self._self.process, openmetrics))
+            self._process_rendered[openmetrics] = kept
+        return kept[1]
 
     def _account_metrics(self, snapshot: AccountSnapshot, openmetrics: bool) -> bytes:
         """The account part of `snapshot`, rendered once: a published snapshot never changes."""

@@ -1,11 +1,15 @@
 """Metrics about the exporter itself, current at every scrape.
 
-These are ordinary prometheus-client instruments on two registries of the exporter's
-own. `registry` holds the ones that change only through `SelfMetrics`' methods (API
-requests, poll cycles), each of which counts a change in `changes`: a scrape reuses
-their last render until the count moves, since rendering them (a few hundred lines)
-at every scrape was most of what a scrape cost. `live` holds what changes without
-telling (process, GC, the age of the stalest data): it is rendered at every scrape.
+These are ordinary prometheus-client instruments on three registries of the
+exporter's own. `registry` holds the ones that change only through `SelfMetrics`'
+methods (API requests, poll cycles), each of which counts a change in `changes`: a
+scrape reuses their last render until the count moves, since rendering them (a few
+hundred lines) at every scrape was most of what a scrape cost. `live` holds what
+changes without telling and costs nothing to read (the age of the stalest data): it
+is rendered at every scrape. `process` holds the process and GC collectors, which
+change without telling too but cost a listing of /proc/self/fd, one entry per open
+connection: a scrape reuses their render for up to a second
+(`exposition.PROCESS_RENDER_SECONDS`).
 Everything derived from the sessions is declared in `catalogue.py` instead.
 """
 
@@ -53,10 +57,11 @@ class Changes:
 @dataclass(frozen=True)
 class SelfMetrics:
     """The exporter's own instruments: on `registry` those changed only by the methods
-    below, on `live` those that change by themselves."""
+    below, on `live` and `process` those that change by themselves."""
 
     registry: CollectorRegistry
     live: CollectorRegistry
+    process: CollectorRegistry
     up: Gauge
     build_info: Info
     last_poll_success: Gauge
@@ -137,13 +142,15 @@ def create_self_metrics(
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=True)
     live = CollectorRegistry(auto_describe=True)
+    process = CollectorRegistry(auto_describe=True)
     if process_metrics:
         PlatformCollector(registry=registry)  # the Python version: it never changes
-        ProcessCollector(registry=live)
-        GCCollector(registry=live)
+        ProcessCollector(registry=process)
+        GCCollector(registry=process)
     metrics = SelfMetrics(
         registry=registry,
         live=live,
+        process=process,
         up=Gauge(
             "notte_up",
             "1 when the last poll cycle reached the Notte API and was authorised, else 0.",
