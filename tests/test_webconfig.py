@@ -10,6 +10,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import bcrypt
 import pytest
 
 from exporter.web.basicauth import BasicAuthVerifier, VerifierBusy
+from exporter.web.passwordchecks import check_executor
 from exporter.web.webconfig import (
     TLSConfig,
     WebConfigError,
@@ -554,6 +556,23 @@ def test_checks_past_the_bound_are_refused_at_once_while_known_credentials_pass(
         thread.join(10)
     assert outcome == [False]
     assert not verifier.check(_basic("alice", "wrong"))  # admitted again
+
+
+def _thread_niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_password_checks_run_at_a_lower_priority_than_the_rest() -> None:
+    """A flood keeps bcrypt busy; its threads yield the CPU to the loop serving scrapes."""
+    ours = _thread_niceness()
+    executor = check_executor(workers=1, niceness=3)
+    try:
+        theirs = executor.submit(_thread_niceness).result(timeout=10)
+    finally:
+        executor.shutdown(wait=True)
+    assert theirs == min(ours + 3, 19)
+    assert _thread_niceness() == ours  # the caller's thread keeps its priority
 
 
 # --- re-reading the file -------------------------------------------------------------------

@@ -37,7 +37,7 @@ from exporter.web.http11 import (
     Service,
     serve,
 )
-from exporter.web.passwordchecks import RUNNING, PasswordChecks
+from exporter.web.passwordchecks import PasswordChecks, check_executor
 from exporter.web.routes import Endpoints, Readiness
 from exporter.web.webconfig import WebConfig, WebConfigError, WebConfigWatcher, build_ssl_context
 
@@ -72,7 +72,7 @@ class MetricsServer:
         self._backlog = listen_backlog()
         self._listener = _listen(address, self._backlog)
         self._renders = ThreadPoolExecutor(workers, thread_name_prefix="metrics-render")
-        self._bcrypt = ThreadPoolExecutor(RUNNING, thread_name_prefix="basic-auth")
+        self._bcrypt = check_executor()
         self._service = Service(
             in_force=self._in_force,
             endpoints=Endpoints(exposition, store, self._renders),

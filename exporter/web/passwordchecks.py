@@ -14,14 +14,20 @@ know; credentials seen before never come here.
 - At most `running` checks are in the executor at once (bcrypt itself runs one at a
   time, under the verifier's lock, as in exporter-toolkit); a slot is given back when
   the check's thread is done, not when its client gives up.
+- The checks' threads run at a lower CPU priority (`NICENESS`): a flood keeps one
+  core busy with bcrypt, and on a small machine the event loop serving authorised
+  scrapes would otherwise wait behind it for a CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import os
+import threading
 from collections import OrderedDict
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from exporter.web.basicauth import BasicAuthVerifier, VerifierBusy
 
@@ -29,6 +35,32 @@ RUNNING = 2  # checks in the executor at once: one in bcrypt, one waiting on its
 PER_PEER = 2  # checks waiting or running for one peer address
 SUSPECTS = 4  # checks waiting or running for addresses whose last check failed
 REMEMBERED_FAILURES = 4096  # addresses remembered as having failed, the latest kept
+NICENESS = 5  # added to the checks' threads' nice value; 19 is the lowest priority
+
+log = logging.getLogger(__name__)
+
+
+def check_executor(workers: int = RUNNING, niceness: int = NICENESS) -> ThreadPoolExecutor:
+    """The executor for bcrypt checks, its threads `niceness` lower in CPU priority."""
+    return ThreadPoolExecutor(
+        workers,
+        thread_name_prefix="basic-auth",
+        initializer=lower_this_threads_priority,
+        initargs=(niceness,),
+    )
+
+
+def lower_this_threads_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by `niceness`, where the platform allows.
+
+    On Linux a thread's nice value is its own (setpriority on its native id); where
+    that is not so, or it is refused, the thread runs at the process's priority.
+    """
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
+    except (AttributeError, OSError) as error:
+        log.debug("password checks keep the process's CPU priority: %s", error)
 
 
 class PasswordChecks:
