@@ -1,6 +1,7 @@
 """The head gate: a connection's coroutine sees its client's bytes only when they may
 end a request head, so a header sent a byte at a time does not wake it for each byte;
-and the doorman: before its first head may be whole, a connection has no coroutine."""
+between requests the gate may hold the connection alone (it rests); and the doorman:
+before its first head may be whole, a connection has no coroutine."""
 
 from __future__ import annotations
 
@@ -98,6 +99,70 @@ def test_a_lingering_drain_gets_every_byte_as_it_comes() -> None:
         gate.pass_all()
         gate.data_received(b"!")
         assert handed_on(reader) == b"more!"
+
+    gated(test)
+
+
+class Rest:
+    """A `Resting` that records what the gate told it."""
+
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    def first_byte(self) -> None:
+        self.told.append("first byte")
+
+    def head_ready(self) -> None:
+        self.told.append("head ready")
+
+    def lost(self) -> None:
+        self.told.append("lost")
+
+
+def test_a_gate_rests_only_once_every_byte_it_handed_on_was_read() -> None:
+    async def run() -> None:
+        reader = Recorder()
+        gate = HeadGate(reader, idle, BOUND)
+        gate.data_received(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")  # two, pipelined
+        assert not gate.rest(Rest())  # a coroutine must read them first
+        assert await gate.read(BOUND) == b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+        rest = Rest()
+        assert gate.rest(rest)
+        assert rest.told == []
+
+    asyncio.run(run())
+
+
+def test_a_resting_gate_tells_of_the_first_byte_then_of_a_head_that_may_be_whole() -> None:
+    async def run() -> None:
+        reader = Recorder()
+        gate = HeadGate(reader, idle, BOUND)
+        gate.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        await gate.read(BOUND)  # its coroutine read and answered it
+        handed_on(reader)
+        rest = Rest()
+        assert gate.rest(rest)
+        byte_by_byte(gate, b"GET / HTTP/1.1\r\nX: y\r\n")
+        assert rest.told == ["first byte"]
+        assert handed_on(reader) == b""  # held: no coroutine to wake for each byte
+        gate.data_received(b"\r\n")
+        assert rest.told == ["first byte", "head ready"]
+        assert handed_on(reader) == b"GET / HTTP/1.1\r\nX: y\r\n\r\n"
+        gate.connection_lost(None)
+        assert rest.told == ["first byte", "head ready"]  # woken: its coroutine sees the loss
+
+    asyncio.run(run())
+
+
+def test_a_resting_gate_tells_of_an_eof_and_of_a_loss() -> None:
+    def test(gate: HeadGate, reader: Recorder) -> None:
+        ended, lost = Rest(), Rest()
+        assert gate.rest(ended)
+        gate.eof_received()
+        assert ended.told == ["head ready"]  # a coroutine reads the EOF and closes
+        assert gate.rest(lost)
+        gate.connection_lost(None)
+        assert lost.told == ["lost"]
 
     gated(test)
 

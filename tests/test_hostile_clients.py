@@ -175,6 +175,19 @@ def test_a_request_head_is_cut_at_the_header_deadline(
     assert 0.25 < took < 2, took
 
 
+def test_a_kept_alive_connections_next_head_is_cut_at_the_header_deadline(
+    short_deadlines: MetricsServer,
+) -> None:
+    """Between requests the connection rests without a coroutine; its next head still has
+    the header deadline from its first byte."""
+    with socket.create_connection(("127.0.0.1", short_deadlines.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+        took = seconds_until_closed(sock, dribble=b"a")
+    assert 0.25 < took < 2, took
+
+
 def test_a_tls_hello_on_the_plain_port_is_refused_at_once(short_deadlines: MetricsServer) -> None:
     """h11 sees no request line can start so: 400 and a close, no deadline waited out."""
     with socket.create_connection(("127.0.0.1", short_deadlines.port), timeout=5) as sock:
@@ -301,6 +314,26 @@ def test_a_client_that_asks_again_after_a_refusal_waits_for_its_next_answer(
         started = time.monotonic()
         assert client.recv(65536).startswith(b"HTTP/1.1 401 ")
         assert time.monotonic() - started >= REPEAT_REFUSAL_HOLD_SECONDS * 0.9
+
+
+def test_a_client_refused_again_and_again_gets_one_answer_a_second(
+    guarded: ExporterUnderTest,
+) -> None:
+    """From the second refusal on, each answer waits a second: once held by the coroutine,
+    then by the resting gate before the head is read; never both (two seconds)."""
+    assert guarded.server is not None
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"  # no credentials: 401
+    with socket.create_connection(("127.0.0.1", guarded.server.port), timeout=5) as client:
+        client.sendall(request)
+        assert client.recv(65536).startswith(b"HTTP/1.1 401 ")
+        waits = []
+        for _ in range(3):
+            client.sendall(request)
+            started = time.monotonic()
+            assert client.recv(65536).startswith(b"HTTP/1.1 401 ")
+            waits.append(time.monotonic() - started)
+    assert min(waits) >= REPEAT_REFUSAL_HOLD_SECONDS * 0.9, waits
+    assert sum(waits) < 5 * REPEAT_REFUSAL_HOLD_SECONDS, waits  # 6 if held twice each
 
 
 SMUGGLED = (

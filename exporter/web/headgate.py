@@ -14,7 +14,9 @@ Before its first head may be whole, a plain connection has no coroutine at all: 
 is its protocol and holds its bytes by the same rule, then hands the transport to a
 `HeadGate` and its coroutine. A silent or slow connection (a connect flood, slowloris)
 then costs its transport, its socket and the bytes it sent, some 3.6 KiB, not also a task
-with its streams and parser (10 KiB in all, measured with 600 connections).
+with its streams and parser (10 KiB in all, measured with 600 connections). Between
+two requests the coroutine may end again, and the `HeadGate` holds the connection alone
+(`HeadGate.rest`, with a `Resting` keeping its deadlines) until its next head may be whole.
 """
 
 from __future__ import annotations
@@ -47,16 +49,74 @@ Connected = Callable[
 ]
 
 
+class Resting(Protocol):
+    """What a `HeadGate` tells about its connection while no coroutine reads it."""
+
+    def first_byte(self) -> None:
+        """The next request's first byte came: its head's deadline starts."""
+        ...
+
+    def head_ready(self) -> None:
+        """Bytes that may end a head came (or the client's EOF): a coroutine should read them."""
+        ...
+
+    def lost(self) -> None:
+        """The connection ended while it rested."""
+        ...
+
+
 class HeadGate(asyncio.StreamReaderProtocol):
-    """The stream protocol of one connection, holding back bytes that cannot end a head."""
+    """The stream protocol of one connection, holding back bytes that cannot end a head.
+
+    Between two requests the connection's coroutine may end (`rest`): the gate holds the
+    connection alone, tells its `Resting` of the next request's first byte and of a head
+    that may be whole, and `resume` starts a coroutine on the same streams."""
 
     def __init__(self, reader: asyncio.StreamReader, connected: Connected, bound: int) -> None:
-        super().__init__(reader, lambda r, w: connected(r, w, self))
+        super().__init__(reader, self._started)
+        self._connected = connected
+        self._reader = reader
+        self._writer: asyncio.StreamWriter | None = None
         self._bound = bound
         self._held = bytearray()
         self._tail = b""  # the last bytes received: a blank line may straddle two reads
         self._holding = True
         self._pass_next = True  # the first byte: h11 refuses some request lines at once
+        self._unread = 0  # handed to the reader, not yet read through `read`
+        self._resting: Resting | None = None
+        self._coroutine: asyncio.Task[None] | None = None
+
+    def _started(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Coroutine[Any, Any, None]:
+        self._writer = writer
+        return self._connected(reader, writer, self)
+
+    async def read(self, size: int) -> bytes:
+        """At most `size` bytes handed on, waiting for some; b"" at the client's EOF."""
+        data = await self._reader.read(size)
+        self._unread -= len(data)
+        return data
+
+    def rest(self, resting: Resting) -> bool:
+        """The coroutine ends here, between requests; False (it must read on) when bytes
+        it has not read yet wait in the reader: a pipelined request."""
+        if self._unread:
+            return False
+        self._resting = resting
+        if self._held:
+            resting.first_byte()
+        return True
+
+    def resume(self) -> bool:
+        """A new coroutine for the connection, on the same streams, after a rest; False
+        when the connection is closing meanwhile."""
+        assert self._writer is not None
+        if self._writer.transport.is_closing():
+            return False
+        coroutine = self._connected(self._reader, self._writer, self)
+        self._coroutine = asyncio.get_running_loop().create_task(coroutine)  # held, as asyncio does
+        return True
 
     def pass_next(self) -> None:
         """Hand on the next bytes as they come (or those held now): a head starts."""
@@ -71,6 +131,8 @@ class HeadGate(asyncio.StreamReaderProtocol):
         self._release()
 
     def data_received(self, data: bytes) -> None:
+        if self._resting is not None and not self._held:
+            self._resting.first_byte()
         ended = ends_head(self._tail, data)
         self._tail = last_two(self._tail, data)
         self._held += data
@@ -79,17 +141,29 @@ class HeadGate(asyncio.StreamReaderProtocol):
 
     def eof_received(self) -> bool:
         self._release()
-        return bool(super().eof_received())
+        keep_open = bool(super().eof_received())
+        self._wake()
+        return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
+        resting, self._resting = self._resting, None
         self._release()
         super().connection_lost(exc)
+        if resting is not None:
+            resting.lost()
 
     def _release(self) -> None:
         self._pass_next = False
         if self._held:
             data, self._held = bytes(self._held), bytearray()
+            self._unread += len(data)
             super().data_received(data)
+            self._wake()
+
+    def _wake(self) -> None:
+        resting, self._resting = self._resting, None
+        if resting is not None:
+            resting.head_ready()
 
 
 class Arriving(Protocol):

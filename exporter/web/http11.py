@@ -17,7 +17,9 @@ request differently (request smuggling needs two). Around it, the limits Go's `h
 - an answer goes out in pieces of `SEND_PIECE` bytes under `write_timeout`: the cached
   body is never joined or copied whole, and a slow reader holds only its own buffers;
 - a connection refused (401, 429) that asks again at once waits a second for its next
-  answer, so a flood on kept-alive connections costs one answer a second per connection.
+  answer, so a flood on kept-alive connections costs one answer a second per connection;
+- between two requests the coroutine ends and the connection rests in its gate (`Rest`),
+  so an idle or a paced connection costs no task and no parser.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class Arrival:
     counted in the cap, its first head's deadline starts, and whether it speaks TLS is
     settled, from the web config in force at accept."""
 
-    __slots__ = ("_gate", "_timer", "connection", "deadline", "service", "ssl_context")
+    __slots__ = ("_gate", "_timer", "connection", "deadline", "resumed", "service", "ssl_context")
 
     def __init__(self, service: Service, gate: Callable[[Arrival], HeadGate]) -> None:
         self.service = service
@@ -92,6 +94,7 @@ class Arrival:
         self.deadline = 0.0
         self.ssl_context = service.in_force().ssl_context
         self._timer: asyncio.TimerHandle | None = None
+        self.resumed: Resumed | None = None  # set for a coroutine that follows a rest
 
     @property
     def at_once(self) -> bool:
@@ -125,53 +128,107 @@ class Arrival:
         self.service.table.close(self.connection)
 
 
-async def serve(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: HeadGate, arrival: Arrival
-) -> None:
-    """The whole life of one accepted connection, once handed over by its `Doorman`."""
+@dataclass(frozen=True)
+class Resumed:
+    """Where a connection's conversation was when its coroutine ended between requests."""
+
+    deadline: float  # for the head that woke it
+    refused: int  # refusals in a row so far
+    paced: bool  # its next answer was held already, before the head was read
+
+
+class Rest:
+    """A connection between two requests, without a coroutine (`headgate.Resting`).
+
+    An idle kept-alive connection, or one that was refused and asks again, then costs
+    its transport, streams and gate, some 5.7 KiB, not also a task, its frames and an h11
+    parser (10 KiB in all; measured with 600 connections). The deadlines are kept here:
+    `idle_timeout` for the next request's first byte, `header_timeout` from it for a
+    head. A connection refused twice in a row has its next head read no sooner than
+    `REPEAT_REFUSAL_HOLD_SECONDS` after its last answer; its bytes wait meanwhile in the
+    gate and the reader, within their bounds, as during any answer."""
+
+    __slots__ = ("_arrival", "_deadline", "_gate", "_not_before", "_refused", "_timer")
+
+    def __init__(self, arrival: Arrival, gate: HeadGate, refused: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._arrival, self._gate, self._refused = arrival, gate, refused
+        self._not_before = loop.time() + REPEAT_REFUSAL_HOLD_SECONDS if refused > 1 else 0.0
+        self._deadline: float | None = None
+        self._timer = loop.call_later(arrival.service.limits.idle_timeout, self._abort)
+
+    def first_byte(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer.cancel()
+        self._deadline = loop.time() + self._arrival.service.limits.header_timeout
+        self._timer = loop.call_at(self._deadline, self._abort)
+
+    def head_ready(self) -> None:
+        self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        if self._deadline is None:
+            self._deadline = loop.time() + self._arrival.service.limits.header_timeout
+        if loop.time() < self._not_before:
+            self._timer = loop.call_at(self._not_before, self._resume)
+        else:
+            self._resume()
+
+    def lost(self) -> None:
+        self._timer.cancel()
+        assert self._arrival.connection is not None
+        self._arrival.service.table.close(self._arrival.connection)
+
+    def _resume(self) -> None:
+        assert self._deadline is not None
+        paced = self._not_before > 0
+        self._arrival.resumed = Resumed(self._deadline, self._refused, paced)
+        if not self._gate.resume():
+            self.lost()  # closed while its answer was held: no coroutine will see it
+
+    def _abort(self) -> None:
+        assert self._arrival.connection is not None
+        self._arrival.connection.abort()
+
+
+async def serve(writer: asyncio.StreamWriter, gate: HeadGate, arrival: Arrival) -> None:
+    """One accepted connection, once handed over by its `Doorman`, until it closes or
+    rests between requests (`Rest`: a new coroutine takes it on from there)."""
     service, connection = arrival.service, arrival.connection
     assert connection is not None
+    rests = False
     try:
-        await _converse(reader, writer, gate, connection, arrival)
+        rests = await _converse(writer, gate, connection, arrival)
     except TimeoutError:
         log.debug("%s: deadline passed", connection.peer)
     except Exception:  # a reset, a failed handshake: the client's problem
         log.debug("%s: connection ended with an error", connection.peer, exc_info=True)
     finally:
-        service.table.close(connection)
-        if not writer.transport.is_closing():
-            writer.transport.abort()
+        if not rests:
+            service.table.close(connection)
+            if not writer.transport.is_closing():
+                writer.transport.abort()
 
 
 async def _converse(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    gate: HeadGate,
-    connection: Connection,
-    arrival: Arrival,
-) -> None:
-    service, context = arrival.service, arrival.ssl_context
-    deadline: float | None = arrival.deadline
-    if context is not None:
-        async with asyncio.timeout_at(deadline):
-            await writer.start_tls(context, ssl_handshake_timeout=service.limits.header_timeout)
-    else:
-        # At most about one piece queued beyond the kernel's buffer: enough that the kernel
-        # seldom waits for the loop between pieces (with none queued, a 14 MiB answer took
-        # 1.6x a static file's time, 1.2x now), little enough that a reader that never
-        # reads holds at most two pieces' copy, 512 KiB (counted: `Connection.buffered`:
-        # asyncio pauses the writer past one piece queued). TLS copies anyway.
-        writer.transport.set_write_buffer_limits(high=SEND_PIECE)
+    writer: asyncio.StreamWriter, gate: HeadGate, connection: Connection, arrival: Arrival
+) -> bool:
+    """Requests and answers until the connection closes (False) or rests (True)."""
+    service, resumed, arrival.resumed = arrival.service, arrival.resumed, None
+    head_deadline = arrival.deadline if resumed is None else resumed.deadline
+    if resumed is None:
+        await _begin(writer, arrival, head_deadline)
+    deadline: float | None = head_deadline
     async with asyncio.timeout_at(deadline):
-        first = await reader.read(READ_SIZE)
+        first = await gate.read(READ_SIZE)
     # Made once the client spoke: a connect flood's silent connections cost no parser.
     parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     parser.receive_data(first)  # b"": closed without a word, seen as such below
-    refused = 0
+    refused, paced = (0, False) if resumed is None else (resumed.refused, resumed.paced)
     while True:
-        got = await _next_request(parser, reader, gate, service.limits, deadline)
+        got = await _next_request(parser, gate, service.limits, deadline)
         if got is None:
-            return await _close(writer)
+            await _close(writer)
+            return False
         request, error = got
         service.table.busy(connection)
         head_only = request is not None and request.method == b"HEAD"
@@ -181,25 +238,44 @@ async def _converse(
             log.debug("%s %s %r %d", connection.peer, request.method, request.target, answer.status)
         assert answer is not None
         refused = refused + 1 if answer.status in _REFUSED else 0
-        if refused > 1:
+        if refused > 1 and not paced:
             service.table.waiting(connection)  # held, and the cap may close it meanwhile
             await asyncio.sleep(REPEAT_REFUSAL_HOLD_SECONDS)
             service.table.busy(connection)
+        paced = False
         await _write(parser, writer, connection, service, answer, head_only=head_only)
         if answer.close:
             gate.pass_all()
-            await _linger(reader, writer)
+            await _linger(gate, writer)
         if answer.close or parser.our_state is not h11.DONE:
-            return await _close(writer)  # the client asked for it, or HTTP/1.0
+            await _close(writer)  # the client asked for it, or HTTP/1.0
+            return False
         parser.start_next_cycle()
         service.table.waiting(connection, trusted=trusted)
+        if not parser.trailing_data[0] and gate.rest(Rest(arrival, gate, refused)):
+            return True
         deadline = None
         await asyncio.sleep(0)  # pipelined requests are in h11's buffer: let others go first
 
 
+async def _begin(writer: asyncio.StreamWriter, arrival: Arrival, deadline: float) -> None:
+    """A new connection's TLS handshake, or its plain transport's write buffer."""
+    if arrival.ssl_context is not None:
+        async with asyncio.timeout_at(deadline):
+            await writer.start_tls(
+                arrival.ssl_context, ssl_handshake_timeout=arrival.service.limits.header_timeout
+            )
+    else:
+        # At most about one piece queued beyond the kernel's buffer: enough that the kernel
+        # seldom waits for the loop between pieces (with none queued, a 14 MiB answer took
+        # 1.6x a static file's time, 1.2x now), little enough that a reader that never
+        # reads holds at most two pieces' copy, 512 KiB (counted: `Connection.buffered`:
+        # asyncio pauses the writer past one piece queued). TLS copies anyway.
+        writer.transport.set_write_buffer_limits(high=SEND_PIECE)
+
+
 async def _next_request(
     parser: h11.Connection,
-    reader: asyncio.StreamReader,
     gate: HeadGate,
     limits: Limits,
     deadline: float | None,
@@ -209,7 +285,7 @@ async def _next_request(
     head, or None to wait `idle_timeout` for the first byte."""
     request = None
     try:
-        event = await _next_event(parser, reader, gate, limits, deadline)
+        event = await _next_event(parser, gate, limits, deadline)
         if isinstance(event, h11.ConnectionClosed):
             return None
         assert isinstance(event, h11.Request)
@@ -232,7 +308,6 @@ async def _next_request(
 
 async def _next_event(
     parser: h11.Connection,
-    reader: asyncio.StreamReader,
     gate: HeadGate,
     limits: Limits,
     deadline: float | None,
@@ -250,7 +325,7 @@ async def _next_event(
         gate.pass_next()
     async with asyncio.timeout_at(deadline) as timeout:  # one timer a head, not one a read
         while event is h11.NEED_DATA:
-            data = await reader.read(READ_SIZE)
+            data = await gate.read(READ_SIZE)
             if idle:  # the next request's first byte: its head has the header deadline
                 idle = False
                 timeout.reschedule(loop.time() + limits.header_timeout)
@@ -344,7 +419,7 @@ def _response(answer: Answer, in_force: InForce) -> h11.Response:
     )
 
 
-async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _linger(gate: HeadGate, writer: asyncio.StreamWriter) -> None:
     """Drain what the client still sends, for a while: closing with unread bytes would
     reset the connection, and the client could lose the answer (Go's lingering close).
     It ends at the client's EOF, after `LINGER_QUIET_SECONDS` without a byte (a TLS client,
@@ -356,7 +431,7 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     with contextlib.suppress(TimeoutError, OSError):
         while drained <= MAX_LINGER_BYTES:
             async with asyncio.timeout(min(LINGER_QUIET_SECONDS, until - loop.time())):
-                data = await reader.read(READ_SIZE)
+                data = await gate.read(READ_SIZE)
             if not data:
                 return
             drained += len(data)

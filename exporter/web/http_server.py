@@ -15,6 +15,7 @@ reads it at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import socket
@@ -159,7 +160,6 @@ class MetricsServer:
 
     async def _run(self, started: threading.Event) -> None:
         self._stopping = asyncio.Event()
-        connections: set[asyncio.Task[None]] = set()
 
         async def accepted(
             arrival: Arrival,
@@ -167,15 +167,9 @@ class MetricsServer:
             writer: asyncio.StreamWriter,
             gate: HeadGate,
         ) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            connections.add(task)
-            try:
-                await serve(reader, writer, gate, arrival)
-            except asyncio.CancelledError:
-                pass  # stopping: asyncio's stream callback must not see a cancelled task
-            finally:
-                connections.discard(task)
+            # Stopping: asyncio's stream callback must not see a cancelled task.
+            with contextlib.suppress(asyncio.CancelledError):
+                await serve(writer, gate, arrival)
 
         def gate(arrival: Arrival) -> HeadGate:
             reader = asyncio.StreamReader(limit=READ_SIZE)
@@ -193,6 +187,8 @@ class MetricsServer:
         finally:
             server.close()
             self._service.table.abort_all()
+            # Every other task on this loop is a connection's coroutine.
+            connections = asyncio.all_tasks() - {asyncio.current_task()}
             for task in connections:
                 task.cancel()
             if connections:
