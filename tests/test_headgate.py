@@ -130,7 +130,15 @@ def test_a_gate_rests_only_once_every_byte_it_handed_on_was_read() -> None:
         assert gate.rest(rest)
         assert rest.told == []
 
+    async def half_closed() -> None:
+        gate = HeadGate(Recorder(), idle, BOUND)
+        gate.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        gate.eof_received()
+        await gate.read(BOUND)
+        assert not gate.rest(Rest())  # its coroutine reads the EOF and closes at once
+
     asyncio.run(run())
+    asyncio.run(half_closed())
 
 
 def test_a_resting_gate_tells_of_the_first_byte_then_of_a_head_that_may_be_whole() -> None:
@@ -155,16 +163,20 @@ def test_a_resting_gate_tells_of_the_first_byte_then_of_a_head_that_may_be_whole
 
 
 def test_a_resting_gate_tells_of_an_eof_and_of_a_loss() -> None:
-    def test(gate: HeadGate, reader: Recorder) -> None:
-        ended, lost = Rest(), Rest()
-        assert gate.rest(ended)
+    def at_eof(gate: HeadGate, reader: Recorder) -> None:
+        rest = Rest()
+        assert gate.rest(rest)
         gate.eof_received()
-        assert ended.told == ["head ready"]  # a coroutine reads the EOF and closes
-        assert gate.rest(lost)
-        gate.connection_lost(None)
-        assert lost.told == ["lost"]
+        assert rest.told == ["head ready"]  # a coroutine reads the EOF and closes
 
-    gated(test)
+    def at_a_loss(gate: HeadGate, reader: Recorder) -> None:
+        rest = Rest()
+        assert gate.rest(rest)
+        gate.connection_lost(None)
+        assert rest.told == ["lost"]
+
+    gated(at_eof)
+    gated(at_a_loss)
 
 
 class Transport(asyncio.Transport):

@@ -100,8 +100,9 @@ class HeadGate(asyncio.StreamReaderProtocol):
 
     def rest(self, resting: Resting) -> bool:
         """The coroutine ends here, between requests; False (it must read on) when bytes
-        it has not read yet wait in the reader: a pipelined request."""
-        if self._unread:
+        it has not read yet wait in the reader (a pipelined request), or the client's EOF
+        (it closes now, not at the idle deadline)."""
+        if self._unread or self._reader.at_eof():
             return False
         self._resting = resting
         if self._held:
