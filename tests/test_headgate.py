@@ -13,7 +13,7 @@ from exporter.web.headgate import Doorman, HeadGate
 BOUND = 64
 
 
-async def idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: HeadGate) -> None:
+async def idle(writer: asyncio.StreamWriter, gate: HeadGate) -> None:
     pass
 
 

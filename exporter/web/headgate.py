@@ -44,9 +44,8 @@ def last_two(tail: bytes, data: bytes) -> bytes:
     return (tail + data[-2:])[-2:]
 
 
-Connected = Callable[
-    [asyncio.StreamReader, asyncio.StreamWriter, "HeadGate"], Coroutine[Any, Any, None]
-]
+# A connection's coroutine: it reads through the gate (`HeadGate.read`), writes through the writer.
+Connected = Callable[[asyncio.StreamWriter, "HeadGate"], Coroutine[Any, Any, None]]
 
 
 class Resting(Protocol):
@@ -90,7 +89,7 @@ class HeadGate(asyncio.StreamReaderProtocol):
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> Coroutine[Any, Any, None]:
         self._writer = writer
-        return self._connected(reader, writer, self)
+        return self._connected(writer, self)
 
     async def read(self, size: int) -> bytes:
         """At most `size` bytes handed on, waiting for some; b"" at the client's EOF."""
@@ -115,7 +114,7 @@ class HeadGate(asyncio.StreamReaderProtocol):
         assert self._writer is not None
         if self._writer.transport.is_closing():
             return False
-        coroutine = self._connected(self._reader, self._writer, self)
+        coroutine = self._connected(self._writer, self)
         self._coroutine = asyncio.get_running_loop().create_task(coroutine)  # held, as asyncio does
         return True
 

@@ -163,7 +163,6 @@ class MetricsServer:
 
         async def accepted(
             arrival: Arrival,
-            reader: asyncio.StreamReader,
             writer: asyncio.StreamWriter,
             gate: HeadGate,
         ) -> None:
