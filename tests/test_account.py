@@ -4,6 +4,8 @@ runs, the functions runtime, usage and balance, and what they must not disturb."
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -161,6 +163,16 @@ def test_eventbridge_expressions_read_as_eventbridge_means_them(
 def test_an_unreadable_expression_is_bad_data(text: str) -> None:
     with pytest.raises(BadSchedule):
         parse_schedule(text)
+
+
+def test_the_cron_parser_is_loaded_only_when_a_cron_is_read() -> None:
+    code = (
+        "import sys; import exporter.app; from exporter.polling.schedule import parse_schedule; "
+        "parse_schedule('rate(5 minutes)'); print('croniter' in sys.modules, end=' '); "
+        "parse_schedule('cron(0 12 * * ? *)'); print('croniter' in sys.modules)"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout == "False True\n"
 
 
 def test_usage_and_the_runtime_are_exported_and_the_balance_falls(
