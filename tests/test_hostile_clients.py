@@ -17,7 +17,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -186,6 +186,74 @@ def test_a_kept_alive_connections_next_head_is_cut_at_the_header_deadline(
         sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
         took = seconds_until_closed(sock, dribble=b"a")
     assert 0.25 < took < 2, took
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_its_answer(
+    short_deadlines: MetricsServer,
+) -> None:
+    with socket.create_connection(("127.0.0.1", short_deadlines.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):  # ends only when the server closes
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert received.endswith(b"\r\n\r\nok\n")
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_every_connection_leaves_the_count_when_its_client_goes(
+    guarded: ExporterUnderTest,
+) -> None:
+    """Silent, mid-head, idle after an answer, held after refusals, writing answers to a
+    client that does not read, lingering after an error: whatever a connection was
+    doing, its client's going frees its place."""
+    server = MetricsServer(
+        ("127.0.0.1", 0),
+        exposition=guarded.app.exposition,
+        store=guarded.app.store,
+        web_config=guarded.app.web_config,
+    )
+    server.start()
+    refused = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    authorised = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n" % (
+        RIGHT["Authorization"].encode()
+    )
+    openings = [
+        b"",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        refused * 3,  # the third is held a second
+        refused + b"GET /healthz HTTP/1.1\r\n",
+        authorised * 200,
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 100,
+    ]
+    clients = []
+    try:
+        for opening in openings:
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.connect(("127.0.0.1", server.port))
+            client.sendall(opening)
+            clients.append(client)
+        assert wait_until(lambda: server.open_connections == len(openings))
+        # The POST's answer closes its connection after a lingering drain; no other may go.
+        assert wait_until(lambda: server.open_connections == len(openings) - 1)
+        for client in clients:
+            client.close()
+        assert wait_until(lambda: server.open_connections == 0), server.open_connections
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
 
 
 def test_a_tls_hello_on_the_plain_port_is_refused_at_once(short_deadlines: MetricsServer) -> None:

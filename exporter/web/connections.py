@@ -18,8 +18,8 @@ the one cached body hold one body), plus what the transports copied. Past
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ MAX_CONNECTIONS = 1000
 MAX_UNSENT_BYTES = 64 * 1024 * 1024  # answers held for clients that read slowly, in all
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per connection: 600 idle ones save 150 KiB with slots
 class Connection:
     """One client connection, as the cap sees it."""
 
@@ -36,7 +36,7 @@ class Connection:
     buffered: Callable[[], int]  # bytes its transport holds, not yet sent
     waiting: bool = True  # for a request head: the cap may close it unless `trusted`
     trusted: bool = False  # its last request was authorised with basic auth on
-    answer: list[memoryview] = field(default_factory=list)  # being written, when not empty
+    answer: Sequence[memoryview] = ()  # being written, when not empty
 
 
 class ConnectionTable:
@@ -97,7 +97,7 @@ class ConnectionTable:
             self.close(oldest)
 
     def written(self, connection: Connection) -> None:
-        connection.answer = []
+        connection.answer = ()
         self._writing.pop(connection, None)
 
     def _unsent(self) -> int:
@@ -127,7 +127,7 @@ def outgoing(chunks: Iterable[bytes]) -> list[memoryview]:
     return [memoryview(chunk) for chunk in chunks if chunk]
 
 
-def held_bytes(answers: Iterable[list[memoryview] | None]) -> int:
+def held_bytes(answers: Iterable[Sequence[memoryview] | None]) -> int:
     """The memory the answers keep alive: each underlying buffer once, whole (a view of
     its tail keeps all of it), however many answers share it."""
     buffers = {id(view.obj): view.obj for answer in answers for view in answer or ()}

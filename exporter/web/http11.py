@@ -1,9 +1,9 @@
 """One client connection, spoken through h11: the exporter's one HTTP/1.1 parser.
 
-Each accepted connection is a coroutine on the server's event loop (`http_server`),
-from the moment its first request head may be whole (`Arrival`, with `headgate.Doorman`
-holding its bytes until then). h11 frames every request, so no second parser can read a
-request differently (request smuggling needs two). Around it, the limits Go's `http.Server` has:
+Each accepted connection is a `Conversation`, an asyncio protocol that feeds h11 what
+its client sends (through a `headgate.HeadGate`, which holds bytes until they may end
+a head). h11 frames every request, so no second parser can read a request differently
+(request smuggling needs two). Around it, the limits Go's `http.Server` has:
 
 - TLS through `ssl`, the handshake within the first head's deadline;
 - a request head within `header_timeout` (10 s) of accept, or of the first byte of a
@@ -17,20 +17,26 @@ request differently (request smuggling needs two). Around it, the limits Go's `h
 - an answer goes out in pieces of `SEND_PIECE` bytes under `write_timeout`: the cached
   body is never joined or copied whole, and a slow reader holds only its own buffers;
 - a connection refused (401, 429) that asks again at once waits a second for its next
-  answer, so a flood on kept-alive connections costs one answer a second per connection;
-- between two requests the coroutine ends and the connection rests in its gate (`Rest`),
-  so an idle or a paced connection costs no task and no parser.
+  answer, so a flood on kept-alive connections costs one answer a second per connection.
+
+A connection has a task only while a request is answered (or its TLS handshake runs),
+and an h11 parser only while its client is in the middle of a request: a silent, a
+slow, an idle or a held connection is its transport, this protocol and the bytes it
+sent, some 3 KiB (a task with streams and a parser cost 10 KiB; measured with 600
+connections). Every deadline is one timer of the protocol's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from ssl import SSLContext
+from typing import Any
 
 import h11
 
@@ -56,7 +62,6 @@ CLOSE_SECONDS = 1.0  # waiting for a TLS goodbye
 # answer: a flood on kept-alive connections then costs some 300 answers a second per 300
 # connections, not tens of thousands (429 says Retry-After: 1).
 REPEAT_REFUSAL_HOLD_SECONDS = 1.0
-READ_SIZE = 64 * 1024
 SEND_PIECE = 256 * 1024
 _ONE_WRITE = 64 * 1024  # an answer up to this size goes out with its head, in one write
 _REFUSED = frozenset({HTTPStatus.UNAUTHORIZED, HTTPStatus.TOO_MANY_REQUESTS})
@@ -80,266 +85,373 @@ class Service:
     limits: Limits
 
 
-class Arrival:
-    """One accepted connection until its coroutine runs (`headgate.Arriving`): it is
-    counted in the cap, its first head's deadline starts, and whether it speaks TLS is
-    settled, from the web config in force at accept."""
+class Stage(enum.Enum):
+    READING = "reading"  # a request head, or the first byte of the next one (`idle`)
+    BUSY = "busy"  # a TLS handshake, or a request held or being answered
+    LINGERING = "lingering"  # after an answer that closes: draining the client's bytes
+    CLOSING = "closing"  # closed by us, waiting for the transport to end
+    CLOSED = "closed"
 
-    __slots__ = ("_gate", "_timer", "connection", "deadline", "resumed", "service", "ssl_context")
 
-    def __init__(self, service: Service, gate: Callable[[Arrival], HeadGate]) -> None:
-        self.service = service
-        self._gate = gate
-        self.connection: Connection | None = None
-        self.deadline = 0.0
-        self.ssl_context = service.in_force().ssl_context
+class Conversation(asyncio.Protocol):
+    """One connection, from accept to close: its client's bytes through h11, requests
+    answered one at a time, in order, each in a task of its own."""
+
+    __slots__ = (
+        "_eof",
+        "_eof_told",
+        "_gate",
+        "_idle",
+        "_linger_until",
+        "_lingered",
+        "_not_before",
+        "_parser",
+        "_record",
+        "_refused",
+        "_service",
+        "_ssl_context",
+        "_stage",
+        "_task",
+        "_timer",
+        "_transport",
+        "_writable",
+    )
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._ssl_context: SSLContext | None = service.in_force().ssl_context  # at accept
+        self._transport: asyncio.Transport | None = None
+        self._record: Connection | None = None  # as the connection table counts it
+        self._gate = HeadGate(MAX_HEADER_BYTES)
+        self._parser: h11.Connection | None = None  # made when a request's first byte comes
+        self._stage = Stage.READING
+        self._idle = False  # between requests, no byte of the next yet
+        self._eof = False  # the client's end came
+        self._eof_told = False  # to the parser
         self._timer: asyncio.TimerHandle | None = None
-        self.resumed: Resumed | None = None  # set for a coroutine that follows a rest
+        self._task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak one
+        self._writable: asyncio.Future[None] | None = None  # while asyncio pauses our writes
+        self._refused = 0  # refusals in a row
+        self._not_before = 0.0  # the next head is not answered before (loop time)
+        self._lingered = 0
+        self._linger_until = 0.0
 
-    @property
-    def at_once(self) -> bool:
-        return self.ssl_context is not None
+    # -- asyncio's callbacks ---------------------------------------------------------------
 
-    def arrived(self, transport: asyncio.Transport) -> bool:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         peername = transport.get_extra_info("peername")
-        connection = Connection(
+        record = Connection(
             peer=str(peername[0]) if peername else "?",
             abort=transport.abort,
             buffered=transport.get_write_buffer_size,
         )
-        if not self.service.table.open(connection):
-            log.debug("%s: refused: every connection is in use", connection.peer)
-            return False
-        loop = asyncio.get_running_loop()
-        self.connection = connection
-        self.deadline = loop.time() + self.service.limits.header_timeout
-        self._timer = loop.call_at(self.deadline, transport.abort)
-        return True
-
-    def hand_over(self, transport: asyncio.Transport) -> HeadGate:
-        if self._timer is not None:
-            self._timer.cancel()  # the coroutine keeps the deadline
-        return self._gate(self)
-
-    def lost(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        assert self.connection is not None
-        self.service.table.close(self.connection)
-
-
-@dataclass(frozen=True)
-class Resumed:
-    """Where a connection's conversation was when its coroutine ended between requests."""
-
-    deadline: float  # for the head that woke it
-    refused: int  # refusals in a row so far
-    paced: bool  # its next answer was held already, before the head was read
-
-
-class Rest:
-    """A connection between two requests, without a coroutine (`headgate.Resting`).
-
-    An idle kept-alive connection, or one that was refused and asks again, then costs
-    its transport, streams and gate, some 5.7 KiB, not also a task, its frames and an h11
-    parser (10 KiB in all; measured with 600 connections). The deadlines are kept here:
-    `idle_timeout` for the next request's first byte, `header_timeout` from it for a
-    head. A connection refused twice in a row has its next head read no sooner than
-    `REPEAT_REFUSAL_HOLD_SECONDS` after its last answer; its bytes wait meanwhile in the
-    gate and the reader, within their bounds, as during any answer."""
-
-    __slots__ = ("_arrival", "_deadline", "_gate", "_not_before", "_refused", "_timer")
-
-    def __init__(self, arrival: Arrival, gate: HeadGate, refused: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._arrival, self._gate, self._refused = arrival, gate, refused
-        self._not_before = loop.time() + REPEAT_REFUSAL_HOLD_SECONDS if refused > 1 else 0.0
-        self._deadline: float | None = None
-        self._timer = loop.call_later(arrival.service.limits.idle_timeout, self._abort)
-
-    def first_byte(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer.cancel()
-        self._deadline = loop.time() + self._arrival.service.limits.header_timeout
-        self._timer = loop.call_at(self._deadline, self._abort)
-
-    def head_ready(self) -> None:
-        self._timer.cancel()
-        loop = asyncio.get_running_loop()
-        if self._deadline is None:
-            self._deadline = loop.time() + self._arrival.service.limits.header_timeout
-        if loop.time() < self._not_before:
-            self._timer = loop.call_at(self._not_before, self._resume)
+        if not self._service.table.open(record):
+            log.debug("%s: refused: every connection is in use", record.peer)
+            self._stage = Stage.CLOSED
+            transport.abort()
+            return
+        self._transport, self._record = transport, record
+        self._expire_in(self._service.limits.header_timeout)
+        if self._ssl_context is None:
+            # At most about one piece queued beyond the kernel's buffer: enough that the
+            # kernel seldom waits for the loop between pieces (with none queued, a 14 MiB
+            # answer took 1.6x a static file's time, 1.2x now), little enough that a reader
+            # that never reads holds at most two pieces' copy, 512 KiB (counted:
+            # `Connection.buffered`). TLS copies anyway.
+            transport.set_write_buffer_limits(high=SEND_PIECE)
         else:
-            self._resume()
+            self._stage = Stage.BUSY
+            self._run(self._handshake(transport, self._ssl_context))
 
-    def lost(self) -> None:
-        self._timer.cancel()
-        assert self._arrival.connection is not None
-        self._arrival.service.table.close(self._arrival.connection)
+    def data_received(self, data: bytes) -> None:
+        if self._stage is Stage.LINGERING:
+            self._drain(len(data))
+            return
+        if self._stage in (Stage.CLOSING, Stage.CLOSED):
+            return
+        if self._idle:  # the next request's first byte: its head has the header deadline
+            self._idle = False
+            self._expire_in(self._service.limits.header_timeout)
+        may_end_head = self._gate.add(data)
+        if self._stage is Stage.READING:
+            if may_end_head:
+                self._proceed()
+        elif len(self._gate) >= MAX_HEADER_BYTES:
+            self._transport_now().pause_reading()  # until the answer in progress is written
 
-    def _resume(self) -> None:
-        assert self._deadline is not None
-        paced = self._not_before > 0
-        self._arrival.resumed = Resumed(self._deadline, self._refused, paced)
-        if not self._gate.resume():
-            self.lost()  # closed while its answer was held: no coroutine will see it
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._stage is Stage.LINGERING:
+            self._close()
+        elif self._stage is Stage.READING:
+            self._proceed()
+        # Plain: the transport stays open for the answer, closed by us. TLS: the client's
+        # goodbye starts asyncio's own, whatever this says (it warns if asked to keep open).
+        return self._ssl_context is None
 
-    def _abort(self) -> None:
-        assert self._arrival.connection is not None
-        self._arrival.connection.abort()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stage = Stage.CLOSED
+        self._cancel_timer()
+        self._resume_writing()  # a write waiting for room sees the closed transport
+        if self._record is not None:
+            self._service.table.close(self._record)
 
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
 
-async def serve(writer: asyncio.StreamWriter, gate: HeadGate, arrival: Arrival) -> None:
-    """One accepted connection, once handed over by its `Doorman`, until it closes or
-    rests between requests (`Rest`: a new coroutine takes it on from there)."""
-    service, connection = arrival.service, arrival.connection
-    assert connection is not None
-    rests = False
-    try:
-        rests = await _converse(writer, gate, connection, arrival)
-    except TimeoutError:
-        log.debug("%s: deadline passed", connection.peer)
-    except Exception:  # a reset, a failed handshake: the client's problem
-        log.debug("%s: connection ended with an error", connection.peer, exc_info=True)
-    finally:
-        if not rests:
-            service.table.close(connection)
-            if not writer.transport.is_closing():
-                writer.transport.abort()
+    def resume_writing(self) -> None:
+        self._resume_writing()
 
+    # -- requests --------------------------------------------------------------------------
 
-async def _converse(
-    writer: asyncio.StreamWriter, gate: HeadGate, connection: Connection, arrival: Arrival
-) -> bool:
-    """Requests and answers until the connection closes (False) or rests (True)."""
-    service, resumed, arrival.resumed = arrival.service, arrival.resumed, None
-    head_deadline = arrival.deadline if resumed is None else resumed.deadline
-    if resumed is None:
-        await _begin(writer, arrival, head_deadline)
-    deadline: float | None = head_deadline
-    async with asyncio.timeout_at(deadline):
-        first = await gate.read(READ_SIZE)
-    # Made once the client spoke: a connect flood's silent connections cost no parser.
-    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
-    parser.receive_data(first)  # b"": closed without a word, seen as such below
-    refused, paced = (0, False) if resumed is None else (resumed.refused, resumed.paced)
-    while True:
-        got = await _next_request(parser, gate, service.limits, deadline)
-        if got is None:
-            await _close(writer)
-            return False
-        request, error = got
-        service.table.busy(connection)
-        head_only = request is not None and request.method == b"HEAD"
-        answer, trusted = error, False
-        if request is not None and answer is None:
-            answer, trusted = await _answer(request, connection.peer, service)
-            log.debug("%s %s %r %d", connection.peer, request.method, request.target, answer.status)
-        assert answer is not None
-        refused = refused + 1 if answer.status in _REFUSED else 0
-        if refused > 1 and not paced:
-            service.table.waiting(connection)  # held, and the cap may close it meanwhile
-            await asyncio.sleep(REPEAT_REFUSAL_HOLD_SECONDS)
-            service.table.busy(connection)
-        paced = False
-        await _write(parser, writer, connection, service, answer, head_only=head_only)
-        if answer.close:
-            gate.pass_all()
-            await _linger(gate, writer)
-        if answer.close or parser.our_state is not h11.DONE:
-            await _close(writer)  # the client asked for it, or HTTP/1.0
-            return False
-        parser.start_next_cycle()
-        service.table.waiting(connection, trusted=trusted)
-        if not parser.trailing_data[0] and gate.rest(Rest(arrival, gate, refused)):
-            return True
-        deadline = None
-        await asyncio.sleep(0)  # pipelined requests are in h11's buffer: let others go first
-
-
-async def _begin(writer: asyncio.StreamWriter, arrival: Arrival, deadline: float) -> None:
-    """A new connection's TLS handshake, or its plain transport's write buffer."""
-    if arrival.ssl_context is not None:
-        async with asyncio.timeout_at(deadline):
-            await writer.start_tls(
-                arrival.ssl_context, ssl_handshake_timeout=arrival.service.limits.header_timeout
-            )
-    else:
-        # At most about one piece queued beyond the kernel's buffer: enough that the kernel
-        # seldom waits for the loop between pieces (with none queued, a 14 MiB answer took
-        # 1.6x a static file's time, 1.2x now), little enough that a reader that never
-        # reads holds at most two pieces' copy, 512 KiB (counted: `Connection.buffered`:
-        # asyncio pauses the writer past one piece queued). TLS copies anyway.
-        writer.transport.set_write_buffer_limits(high=SEND_PIECE)
-
-
-async def _next_request(
-    parser: h11.Connection,
-    gate: HeadGate,
-    limits: Limits,
-    deadline: float | None,
-) -> tuple[h11.Request | None, Answer | None] | None:
-    """The next request with no answer yet, or with the error answer of one the server will
-    not read on from; None when the client closed between requests. `deadline`: for the
-    head, or None to wait `idle_timeout` for the first byte."""
-    request = None
-    try:
-        event = await _next_event(parser, gate, limits, deadline)
-        if isinstance(event, h11.ConnectionClosed):
-            return None
-        assert isinstance(event, h11.Request)
-        request, error = event, _unread(event)
+    def _proceed(self) -> None:
+        """Parse what was held; answer a request that is whole (or its framing error)."""
+        if self._parser is None:
+            self._parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        parser = self._parser
+        if len(self._gate):
+            parser.receive_data(self._gate.take())
+            self._transport_now().resume_reading()
+        if self._eof and not self._eof_told:
+            self._eof_told = True  # once: h11 refuses anything after an end
+            parser.receive_data(b"")
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError as exc:
+            self._answer_later(None, framing_error(exc, parser), paced=False)
+            return
+        if event is h11.NEED_DATA:
+            return  # the deadline runs on
+        if not isinstance(event, h11.Request):  # h11.ConnectionClosed: the client's end
+            self._close()
+            return
+        error = not_read_on(event)
         if error is None:
             assert isinstance(parser.next_event(), h11.EndOfMessage)  # no body: at once
-        return request, error
-    except h11.RemoteProtocolError as exc:
-        log.debug("bad request framing: %s", exc)
-        status = HTTPStatus.BAD_REQUEST
-        if exc.error_status_hint == HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
-            line_ends = b"\n" in parser.trailing_data[0]
-            status = (
-                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
-                if line_ends
-                else HTTPStatus.REQUEST_URI_TOO_LONG
+        paced = self._not_before > 0
+        self._answer_later(event, error, paced=paced, at=self._not_before)
+
+    def _answer_later(
+        self, request: h11.Request | None, error: Answer | None, *, paced: bool, at: float = 0.0
+    ) -> None:
+        """Answer at loop time `at` (held until then, as the cap may close it) or now."""
+        self._stage = Stage.BUSY
+        loop = asyncio.get_running_loop()
+        if at > loop.time():
+            self._set_timer(loop.call_at(at, self._answer_now, request, error, paced))
+        else:
+            self._answer_now(request, error, paced)
+
+    def _answer_now(self, request: h11.Request | None, error: Answer | None, paced: bool) -> None:
+        if self._stage is not Stage.BUSY:
+            return  # lost while held
+        self._cancel_timer()
+        assert self._record is not None
+        self._service.table.busy(self._record)
+        self._run(self._respond(request, error, paced=paced))
+
+    async def _respond(
+        self, request: h11.Request | None, error: Answer | None, *, paced: bool
+    ) -> None:
+        record = self._record
+        assert record is not None
+        answer, trusted = error, False
+        if request is not None and answer is None:
+            answer, trusted = await answer_for(request, record.peer, self._service)
+            log.debug("%s %s %r %d", record.peer, request.method, request.target, answer.status)
+        assert answer is not None
+        self._refused = self._refused + 1 if answer.status in _REFUSED else 0
+        if self._refused > 1 and not paced:
+            self._service.table.waiting(record)  # held, and the cap may close it meanwhile
+            await asyncio.sleep(REPEAT_REFUSAL_HOLD_SECONDS)
+            self._service.table.busy(record)
+        head_only = request is not None and request.method == b"HEAD"
+        await self._write(answer, head_only=head_only)
+        self._answered(answer, trusted=trusted)
+
+    def _answered(self, answer: Answer, *, trusted: bool) -> None:
+        """After an answer: close, or wait for the next request (perhaps here already)."""
+        parser, record = self._parser, self._record
+        assert parser is not None
+        assert record is not None
+        if answer.close:
+            self._linger()
+            return
+        if parser.our_state is not h11.DONE:
+            self._close()  # the client asked for it, or HTTP/1.0
+            return
+        parser.start_next_cycle()
+        self._service.table.waiting(record, trusted=trusted)
+        loop = asyncio.get_running_loop()
+        self._not_before = loop.time() + REPEAT_REFUSAL_HOLD_SECONDS if self._refused > 1 else 0
+        self._stage = Stage.READING
+        unread, ended = parser.trailing_data
+        if not unread and not ended:
+            self._parser = None  # nothing of the next request yet: a new parser will read it
+        self._idle = not unread and not len(self._gate)
+        limits = self._service.limits
+        self._expire_in(limits.idle_timeout if self._idle else limits.header_timeout)
+        if unread or ended or len(self._gate) or self._eof:
+            self._proceed()
+
+    async def _write(self, answer: Answer, *, head_only: bool) -> None:
+        """The answer's head from h11, then its body as it is, piece by piece, in time."""
+        parser, record, service = self._parser, self._record, self._service
+        assert parser is not None
+        assert record is not None
+        body = () if head_only else answer.body
+        head = parser.send(response(answer, service.in_force()))
+        for chunk in body:
+            parser.send_with_data_passthrough(h11.Data(data=chunk))  # h11 counts; we send it
+        parser.send(h11.EndOfMessage())
+        service.table.writing(record, (head, *body))
+        async with asyncio.timeout(service.limits.write_timeout):
+            if sum(map(len, body)) <= _ONE_WRITE:
+                self._send(b"".join((head, *body)))
+            else:
+                self._send(head)
+                for chunk in body:
+                    view = memoryview(chunk)
+                    for start in range(0, len(view), SEND_PIECE):
+                        self._send(view[start : start + SEND_PIECE])
+                        await self._drained()
+            await self._drained()
+        service.table.written(record)
+
+    def _send(self, data: bytes | memoryview) -> None:
+        transport = self._transport_now()
+        if transport.is_closing():
+            raise ConnectionResetError("closed while its answer was written")
+        transport.write(data)
+
+    async def _drained(self) -> None:
+        """Until asyncio takes more of what we write (a reader that reads slowly)."""
+        if self._writable is not None:
+            await self._writable
+        if self._transport_now().is_closing():
+            raise ConnectionResetError("closed while its answer was written")
+
+    # -- tasks, timers and the end ---------------------------------------------------------
+
+    def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._guarded(work))
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except TimeoutError:
+            log.debug("%s: deadline passed", self._peer())
+            self._abort()
+        except Exception:  # a reset, a failed handshake: the client's problem
+            log.debug("%s: connection ended with an error", self._peer(), exc_info=True)
+            self._abort()
+
+    async def _handshake(self, transport: asyncio.Transport, context: SSLContext) -> None:
+        """TLS, within the first head's deadline (its timer aborts a handshake that lags)."""
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                transport,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._service.limits.header_timeout,
             )
-        return request, Answer.error(status)
+        except BaseException:
+            self.connection_lost(None)  # asyncio tells a protocol only after a handshake
+            raise
+        assert tls is not None
+        self._transport = tls
+        if self._stage is Stage.BUSY:
+            self._stage = Stage.READING
+            if len(self._gate) or self._eof:
+                self._proceed()
+
+    def _linger(self) -> None:
+        """Drain what the client still sends, for a while: closing with unread bytes would
+        reset the connection, and the client could lose the answer (Go's lingering close).
+        It ends at the client's EOF, after `LINGER_QUIET_SECONDS` without a byte (a TLS
+        client, which cannot be sent half a close, waits for ours), or at the bounds."""
+        transport = self._transport_now()
+        self._stage = Stage.LINGERING
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+        self._linger_until = asyncio.get_running_loop().time() + LINGER_SECONDS
+        if self._eof:
+            self._close()
+        else:
+            self._drain(len(self._gate.take()))
+
+    def _drain(self, size: int) -> None:
+        self._lingered += size
+        loop = asyncio.get_running_loop()
+        quiet_until = min(loop.time() + LINGER_QUIET_SECONDS, self._linger_until)
+        if self._lingered > MAX_LINGER_BYTES or quiet_until <= loop.time():
+            self._close()
+        else:
+            self._set_timer(loop.call_at(quiet_until, self._close))
+
+    def _close(self) -> None:
+        """Close, waiting a bounded time for a TLS goodbye (and the last bytes to leave)."""
+        if self._stage in (Stage.CLOSING, Stage.CLOSED):
+            return
+        self._stage = Stage.CLOSING
+        transport = self._transport_now()
+        transport.close()
+        self._set_timer(asyncio.get_running_loop().call_later(CLOSE_SECONDS, transport.abort))
+
+    def _abort(self) -> None:
+        if self._transport is not None and self._stage is not Stage.CLOSED:
+            self._transport.abort()
+
+    def _expired(self) -> None:
+        log.debug("%s: deadline passed", self._peer())
+        self._abort()
+
+    def _expire_in(self, seconds: float) -> None:
+        self._set_timer(asyncio.get_running_loop().call_later(seconds, self._expired))
+
+    def _set_timer(self, timer: asyncio.TimerHandle) -> None:
+        self._cancel_timer()
+        self._timer = timer
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def _transport_now(self) -> asyncio.Transport:
+        assert self._transport is not None
+        return self._transport
+
+    def _peer(self) -> str:
+        return self._record.peer if self._record is not None else "?"
 
 
-async def _next_event(
-    parser: h11.Connection,
-    gate: HeadGate,
-    limits: Limits,
-    deadline: float | None,
-) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
-    """The parser's next event, read on until it has one; `gate` wakes this only when the
-    bytes may end a head, and at the first byte of a kept-alive connection's next one."""
-    loop = asyncio.get_running_loop()
-    idle = deadline is None and not parser.trailing_data[0]
-    if deadline is None:
-        deadline = loop.time() + (limits.idle_timeout if idle else limits.header_timeout)
-    event = parser.next_event()
-    if event is not h11.NEED_DATA:
-        return event
-    if idle:
-        gate.pass_next()
-    async with asyncio.timeout_at(deadline) as timeout:  # one timer a head, not one a read
-        while event is h11.NEED_DATA:
-            data = await gate.read(READ_SIZE)
-            if idle:  # the next request's first byte: its head has the header deadline
-                idle = False
-                timeout.reschedule(loop.time() + limits.header_timeout)
-            parser.receive_data(data)  # b"": the client closed
-            event = parser.next_event()
-    return event
+def framing_error(exc: h11.RemoteProtocolError, parser: h11.Connection) -> Answer:
+    """The answer to a request h11 will not frame: 400, or 431 / 414 for a head too large."""
+    log.debug("bad request framing: %s", exc)
+    if exc.error_status_hint != HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
+        return Answer.error(HTTPStatus.BAD_REQUEST)
+    line_ends = b"\n" in parser.trailing_data[0]
+    return Answer.error(
+        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE if line_ends else HTTPStatus.REQUEST_URI_TOO_LONG
+    )
 
 
-def _unread(request: h11.Request) -> Answer | None:
+def not_read_on(request: h11.Request) -> Answer | None:
     """The error answer for a request not to be read on from, or None to answer it."""
     if request.method not in (b"GET", b"HEAD"):
         return Answer.error(HTTPStatus.NOT_IMPLEMENTED)
-    # h11 bounds a head still incomplete after a read; one that came whole in the read
-    # that crossed the bound (at most READ_SIZE more) is measured here.
+    # h11 bounds a head still incomplete after a read; one that came whole in the bytes
+    # that crossed the bound (at most MAX_HEADER_BYTES more) is measured here.
     size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
     if len(request.target) > MAX_HEADER_BYTES:
         return Answer.error(HTTPStatus.REQUEST_URI_TOO_LONG)
@@ -351,7 +463,7 @@ def _unread(request: h11.Request) -> Answer | None:
     return None
 
 
-async def _answer(request: h11.Request, peer: str, service: Service) -> tuple[Answer, bool]:
+async def answer_for(request: h11.Request, peer: str, service: Service) -> tuple[Answer, bool]:
     """The answer, and whether the connection is now trusted (authorised with basic auth on)."""
     fields: dict[bytes, str] = {}
     for name, value in request.headers:
@@ -371,37 +483,7 @@ async def _answer(request: h11.Request, peer: str, service: Service) -> tuple[An
     return answer, in_force.verifier.enabled and path not in OPEN_PATHS
 
 
-async def _write(
-    parser: h11.Connection,
-    writer: asyncio.StreamWriter,
-    connection: Connection,
-    service: Service,
-    answer: Answer,
-    *,
-    head_only: bool,
-) -> None:
-    """The answer's head from h11, then its body as it is, piece by piece, under the deadline."""
-    body = () if head_only else answer.body
-    head = parser.send(_response(answer, service.in_force()))
-    for chunk in body:
-        parser.send_with_data_passthrough(h11.Data(data=chunk))  # h11 counts; we send it
-    parser.send(h11.EndOfMessage())
-    service.table.writing(connection, (head, *body))
-    async with asyncio.timeout(service.limits.write_timeout):
-        if sum(map(len, body)) <= _ONE_WRITE:
-            writer.write(b"".join((head, *body)))
-        else:
-            writer.write(head)
-            for chunk in body:
-                view = memoryview(chunk)
-                for start in range(0, len(view), SEND_PIECE):
-                    writer.write(view[start : start + SEND_PIECE])
-                    await writer.drain()
-        await writer.drain()
-    service.table.written(connection)
-
-
-def _response(answer: Answer, in_force: InForce) -> h11.Response:
+def response(answer: Answer, in_force: InForce) -> h11.Response:
     fields = {
         "Server": SERVER,
         "Date": formatdate(usegmt=True),
@@ -417,33 +499,3 @@ def _response(answer: Answer, in_force: InForce) -> h11.Response:
         headers=list(fields.items()),
         reason=answer.status.phrase.encode(),
     )
-
-
-async def _linger(gate: HeadGate, writer: asyncio.StreamWriter) -> None:
-    """Drain what the client still sends, for a while: closing with unread bytes would
-    reset the connection, and the client could lose the answer (Go's lingering close).
-    It ends at the client's EOF, after `LINGER_QUIET_SECONDS` without a byte (a TLS client,
-    which cannot be sent half a close, waits for ours), or at the bounds."""
-    if writer.can_write_eof():
-        writer.write_eof()
-    loop = asyncio.get_running_loop()
-    until, drained = loop.time() + LINGER_SECONDS, 0
-    with contextlib.suppress(TimeoutError, OSError):
-        while drained <= MAX_LINGER_BYTES:
-            async with asyncio.timeout(min(LINGER_QUIET_SECONDS, until - loop.time())):
-                data = await gate.read(READ_SIZE)
-            if not data:
-                return
-            drained += len(data)
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    """Close, waiting a bounded time for a TLS goodbye."""
-    writer.close()
-    try:
-        async with asyncio.timeout(CLOSE_SECONDS):
-            await writer.wait_closed()
-    except TimeoutError:
-        writer.transport.abort()
-    except OSError:
-        pass  # reset meanwhile: closed all the same

@@ -15,7 +15,6 @@ reads it at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import socket
@@ -26,17 +25,13 @@ from exporter.metrics.exposition import Exposition
 from exporter.web.authorisation import InForce
 from exporter.web.basicauth import BasicAuthVerifier
 from exporter.web.connections import MAX_CONNECTIONS, ConnectionTable
-from exporter.web.headgate import Doorman, HeadGate
 from exporter.web.http11 import (
     HEADER_TIMEOUT_SECONDS,
     IDLE_TIMEOUT_SECONDS,
-    MAX_HEADER_BYTES,
-    READ_SIZE,
     WRITE_TIMEOUT_SECONDS,
-    Arrival,
+    Conversation,
     Limits,
     Service,
-    serve,
 )
 from exporter.web.passwordchecks import PasswordChecks, check_executor
 from exporter.web.routes import Endpoints, Readiness
@@ -90,6 +85,11 @@ class MetricsServer:
     @property
     def port(self) -> int:
         return int(self._listener.getsockname()[1])
+
+    @property
+    def open_connections(self) -> int:
+        """Connections counted against the cap now (read from another thread: a glance)."""
+        return len(self._service.table)
 
     @property
     def scheme(self) -> str:
@@ -160,25 +160,9 @@ class MetricsServer:
 
     async def _run(self, started: threading.Event) -> None:
         self._stopping = asyncio.Event()
-
-        async def accepted(
-            arrival: Arrival,
-            writer: asyncio.StreamWriter,
-            gate: HeadGate,
-        ) -> None:
-            # Stopping: asyncio's stream callback must not see a cancelled task.
-            with contextlib.suppress(asyncio.CancelledError):
-                await serve(writer, gate, arrival)
-
-        def gate(arrival: Arrival) -> HeadGate:
-            reader = asyncio.StreamReader(limit=READ_SIZE)
-            return HeadGate(reader, functools.partial(accepted, arrival), MAX_HEADER_BYTES)
-
-        def doorman() -> Doorman:
-            return Doorman(Arrival(self._service, gate), MAX_HEADER_BYTES)
-
+        conversation = functools.partial(Conversation, self._service)
         server = await asyncio.get_running_loop().create_server(
-            doorman, sock=self._listener, backlog=self._backlog
+            conversation, sock=self._listener, backlog=self._backlog
         )
         started.set()
         try:
@@ -186,12 +170,12 @@ class MetricsServer:
         finally:
             server.close()
             self._service.table.abort_all()
-            # Every other task on this loop is a connection's coroutine.
-            connections = asyncio.all_tasks() - {asyncio.current_task()}
-            for task in connections:
+            # Every other task on this loop answers a connection (or shakes its hand).
+            answering = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in answering:
                 task.cancel()
-            if connections:
-                await asyncio.wait(connections, timeout=STOP_SECONDS)
+            if answering:
+                await asyncio.wait(answering, timeout=STOP_SECONDS)
 
 
 def listen_backlog(somaxconn_file: str = SOMAXCONN_FILE) -> int:
