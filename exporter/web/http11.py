@@ -33,7 +33,6 @@ import enum
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from email.utils import formatdate
 from http import HTTPStatus
 from ssl import SSLContext
 from typing import Any
@@ -41,9 +40,10 @@ from typing import Any
 import h11
 
 from exporter.web import authorisation as access
-from exporter.web.authorisation import OPEN_PATHS, SERVER, InForce, request_path
+from exporter.web.authorisation import OPEN_PATHS, InForce, request_path
 from exporter.web.connections import Connection, ConnectionTable
 from exporter.web.headgate import HeadGate
+from exporter.web.messages import MAX_HEADER_BYTES, framing_error, not_read_on, response
 from exporter.web.passwordchecks import PasswordChecks
 from exporter.web.routes import Answer, Endpoints, Request
 
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 HEADER_TIMEOUT_SECONDS = 10.0  # from accept (or a kept-alive request's first byte) to its head
 IDLE_TIMEOUT_SECONDS = 120.0  # a kept-alive connection waiting for its next request
 WRITE_TIMEOUT_SECONDS = 30.0  # writing one answer
-MAX_HEADER_BYTES = 64 * 1024
-MAX_HEADERS = 100
 LINGER_SECONDS = 1.0  # after an error answer, how long the client's unread bytes are drained
 MAX_LINGER_BYTES = 1024 * 1024  # and how many at most
 LINGER_QUIET_SECONDS = 0.1  # and how long without one
@@ -435,34 +433,6 @@ class Conversation(asyncio.Protocol):
         return self._record.peer if self._record is not None else "?"
 
 
-def framing_error(exc: h11.RemoteProtocolError, parser: h11.Connection) -> Answer:
-    """The answer to a request h11 will not frame: 400, or 431 / 414 for a head too large."""
-    log.debug("bad request framing: %s", exc)
-    if exc.error_status_hint != HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
-        return Answer.error(HTTPStatus.BAD_REQUEST)
-    line_ends = b"\n" in parser.trailing_data[0]
-    return Answer.error(
-        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE if line_ends else HTTPStatus.REQUEST_URI_TOO_LONG
-    )
-
-
-def not_read_on(request: h11.Request) -> Answer | None:
-    """The error answer for a request not to be read on from, or None to answer it."""
-    if request.method not in (b"GET", b"HEAD"):
-        return Answer.error(HTTPStatus.NOT_IMPLEMENTED)
-    # h11 bounds a head still incomplete after a read; one that came whole in the bytes
-    # that crossed the bound (at most MAX_HEADER_BYTES more) is measured here.
-    size = len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
-    if len(request.target) > MAX_HEADER_BYTES:
-        return Answer.error(HTTPStatus.REQUEST_URI_TOO_LONG)
-    if len(request.headers) > MAX_HEADERS or size > MAX_HEADER_BYTES:
-        return Answer.error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-    for name, value in request.headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.lstrip(b"0")):
-            return Answer.error(HTTPStatus.BAD_REQUEST)  # a body: it would be the next request
-    return None
-
-
 async def answer_for(request: h11.Request, peer: str, service: Service) -> tuple[Answer, bool]:
     """The answer, and whether the connection is now trusted (authorised with basic auth on)."""
     fields: dict[bytes, str] = {}
@@ -481,21 +451,3 @@ async def answer_for(request: h11.Request, peer: str, service: Service) -> tuple
         Request(method, path, fields.get(b"accept"), fields.get(b"accept-encoding"))
     )
     return answer, in_force.verifier.enabled and path not in OPEN_PATHS
-
-
-def response(answer: Answer, in_force: InForce) -> h11.Response:
-    fields = {
-        "Server": SERVER,
-        "Date": formatdate(usegmt=True),
-        "Content-Type": answer.content_type,
-        "Content-Length": str(sum(map(len, answer.body))),
-        **answer.headers,
-        **in_force.config.headers,
-    }
-    if answer.close:
-        fields["Connection"] = "close"
-    return h11.Response(
-        status_code=answer.status.value,
-        headers=list(fields.items()),
-        reason=answer.status.phrase.encode(),
-    )
