@@ -28,6 +28,7 @@ from exporter.gil import hand_the_gil_over_sooner
 from exporter.logs import Redactor, configure_logging
 from exporter.memory import return_large_buffers_to_the_os
 from exporter.notte.apikey import ApiKeyError, ApiKeySource
+from exporter.pauses import freeze_what_lives_forever
 from exporter.settings import (
     Settings,
     SettingsError,
@@ -187,6 +188,7 @@ def _run(
         if not succeeded:
             print("notte-exporter: the poll cycle failed (see the log above)", file=sys.stderr)
         return EXIT_OK if succeeded else EXIT_FAILED
+    log.debug("%d objects left out of garbage collection", freeze_what_lives_forever())
     try:
         asyncio.run(app.serve())
     except OSError as exc:

@@ -231,6 +231,7 @@ LEAVES = {
     "exporter.logs",
     "exporter.memory",
     "exporter.gil",
+    "exporter.pauses",
 }
 ROOMS = ("notte", "polling", "metrics", "web")
 TOP = {"exporter.app", "exporter.cli", "exporter.__main__"}

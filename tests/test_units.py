@@ -8,7 +8,9 @@ import json
 import logging
 import os
 import platform
+import re
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from exporter.polling.configured import ConfiguredIds, parse_ids_file
 from exporter.polling.sharding import owns, shard_of
 from exporter.settings import SettingsError, load_settings, parse_listen_address
 from exporter.web.http_server import listen_backlog
+from tests.process import ExporterProcess
 
 KEY = "sk-unit-0a1b2c3d4e5f"
 
@@ -207,6 +210,43 @@ def test_the_gil_is_handed_over_after_a_millisecond() -> None:
         assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
     finally:
         sys.setswitchinterval(default)
+
+
+FREEZE_IN_A_FRESH_PROCESS = """
+import gc, weakref
+from exporter.pauses import freeze_what_lives_forever
+class Cycle: pass
+garbage = Cycle()
+garbage.me = garbage
+collected = weakref.ref(garbage)
+del garbage
+moved = freeze_what_lives_forever()
+print(moved, gc.get_freeze_count(), len(gc.get_objects(generation=2)), collected() is None)
+"""
+
+
+def test_what_lives_at_start_is_left_out_of_later_collections() -> None:
+    """Run in a process of its own: a freeze lasts as long as the process."""
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZE_IN_A_FRESH_PROCESS],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    moved, frozen, left_to_collect, garbage_went_first = done.stdout.split()
+    assert int(moved) == int(frozen) > 1000
+    assert int(left_to_collect) < 100
+    assert garbage_went_first == "True"
+
+
+def test_the_exporter_freezes_what_it_built_before_it_serves() -> None:
+    with ExporterProcess("--demo", "--log-level", "debug", "--poll-interval", "60") as process:
+        process.wait_listening()
+        frozen = re.search(r"(\d+) objects left out of garbage collection", process.stderr)
+        assert process.stop() == 0
+    assert frozen is not None, process.stderr
+    assert int(frozen.group(1)) > 10_000
 
 
 @pytest.mark.parametrize(
