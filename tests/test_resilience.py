@@ -641,24 +641,30 @@ def test_memory_and_logs_stay_flat_through_hundreds_of_failing_cycles(
             wait_until(lambda: time.time() >= paused_until, timeout=5)  # noqa: B023
         assert exporter.get("/metrics").status_code == 200
 
+    def growth() -> int:
+        """Bytes still allocated after one whole outage that were not before it."""
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        outage(1.0)
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+
     tracemalloc.start()
     try:
         assert exporter.cycle()
         outage(0.1)  # warm up: every code path, label, pooled connection and cached render
-        gc.collect()
-        baseline = tracemalloc.get_traced_memory()[0]
         caplog.clear()
-        outage(1.0)
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - baseline
+        grown = [growth(), growth()]
         samples = exporter.metrics()
     finally:
         tracemalloc.stop()
         exporter.close()
     failures = value(samples, "notte_exporter_polls_total", result="failure")
     assert failures is not None
-    assert failures >= sum(cycles for _, cycles in outages)
-    assert grown < 128 * 1024, f"{grown} bytes more after {failures:.0f} failing cycles"
+    assert failures >= 2 * sum(cycles for _, cycles in outages)
+    # A leak grows in both passes; a one-off allocation (a cache filled, a buffer
+    # of some thread the process shares with the rest of the suite) in one only.
+    assert min(grown) < 128 * 1024, f"{grown} bytes more, each pass of 300 failing cycles"
     # One line per change of failure (five here), not one per cycle or request. A
     # machine too busy for these tiny timeouts sees a hang now and then where
     # there was none, and logs that change too: some more lines, never hundreds.
