@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,9 +294,13 @@ class ExporterProcess:
         request_timeout: float,
         web_config: Path | None = None,
         root: Path = ROOT,
+        settings: Sequence[str] = (),
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTTE_")}
         env["NOTTE_API_KEY"] = API_KEY
+        for setting in settings:
+            name, value = setting.split("=", 1)
+            env[name] = value
         extra = ["--web-config-file", str(web_config)] if web_config else []
         self.process = subprocess.Popen(
             [
@@ -487,9 +491,25 @@ def main(argv: list[str] | None = None) -> int:
         help="run the exporter from this checkout (a git worktree of another commit), to"
         " compare two servers in one sitting with the same attackers and scrapers",
     )
+    parser.add_argument(
+        "--exporter-env",
+        action="append",
+        default=[],
+        type=environment_setting,
+        metavar="NAME=VALUE",
+        help="an environment variable for the exporter (repeatable), such as"
+        " NOTTE_EXPORTER_FUNCTIONS=false to compare with a commit that polls no account",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="notte-soak-") as directory:
         return soak(args, write_web_config(Path(directory)) if args.hostile else None)
+
+
+def environment_setting(text: str) -> str:
+    """`NAME=VALUE`, as --exporter-env takes it."""
+    if "=" not in text or not text.split("=", 1)[0]:
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    return text
 
 
 def soak(args: argparse.Namespace, web_config: Path | None) -> int:
@@ -501,7 +521,12 @@ def soak(args: argparse.Namespace, web_config: Path | None) -> int:
     api = SimulatorServer(world, api_key=API_KEY, tick_interval=1.0)
     api.start()
     exporter = ExporterProcess(
-        api.url, args.poll_interval, args.request_timeout, web_config, args.exporter_root
+        api.url,
+        args.poll_interval,
+        args.request_timeout,
+        web_config,
+        args.exporter_root,
+        args.exporter_env,
     )
     record = Record()
     stop = threading.Event()  # the scrapers, the schedule and the checker
