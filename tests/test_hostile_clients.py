@@ -29,7 +29,7 @@ from exporter.simulator import SimulatorServer
 from exporter.web.authorisation import request_path
 from exporter.web.connections import held_bytes, outgoing
 from exporter.web.http11 import REPEAT_REFUSAL_HOLD_SECONDS
-from exporter.web.http_server import MetricsServer
+from exporter.web.http_server import ACCEPTS_PER_TURN, MetricsServer, listen_backlog
 from exporter.web.webconfig import load_web_config
 from tests.certs import make_certs
 from tests.harness import ExporterUnderTest, make_settings, parse_samples, value
@@ -578,6 +578,28 @@ def test_a_connect_flood_past_the_cap_spares_prometheus_kept_alive_connection(
         for sock in flood:
             sock.close()
         server.stop()
+
+
+def listen_queue(port: int) -> int:
+    """How many connections the kernel holds for 127.0.0.1:`port` until they are
+    accepted, as `ss` reads it (a listening socket's Send-Q)."""
+    listed = subprocess.run(
+        ["ss", "--listening", "--tcp", "--numeric", "--no-header", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.split()
+    return int(listed[2])
+
+
+def test_the_kernel_holds_as_many_waiting_connections_as_the_system_allows(
+    guarded: ExporterUnderTest,
+) -> None:
+    """asyncio listens again with the number it accepts a turn; the server gives the
+    kernel back the system's cap, so a connect flood does not fill the queue."""
+    assert guarded.server is not None
+    assert listen_queue(guarded.server.port) == listen_backlog() > ACCEPTS_PER_TURN
 
 
 def test_held_bytes_counts_a_shared_body_once_and_whole() -> None:
