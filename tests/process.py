@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -25,14 +26,25 @@ class ExporterProcess:
     """`python -m exporter ...` in a subprocess, listening on a free loopback port."""
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+        limit_descriptors: int | None = None,
     ) -> None:
+        """`limit_descriptors`: the most files and sockets the process may hold open."""
         clean = {k: v for k, v in os.environ.items() if not k.startswith("NOTTE_")}
         clean.update(env or {})
+
+        def limit() -> None:
+            if limit_descriptors is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit_descriptors,) * 2)
+
         self.process = subprocess.Popen(
             [sys.executable, "-m", "exporter", "--listen-address", "127.0.0.1:0", *args],
             env=clean,
             cwd=cwd,
+            preexec_fn=limit,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

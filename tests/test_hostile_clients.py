@@ -29,11 +29,13 @@ from exporter.simulator import SimulatorServer
 from exporter.web.authorisation import request_path
 from exporter.web.connections import held_bytes, outgoing
 from exporter.web.http11 import REPEAT_REFUSAL_HOLD_SECONDS
-from exporter.web.http_server import ACCEPTS_PER_TURN, MetricsServer, listen_backlog
+from exporter.web.http_server import MetricsServer, listen_backlog
+from exporter.web.lobby import ACCEPTS_PER_TURN
 from exporter.web.webconfig import load_web_config
 from tests.certs import make_certs
 from tests.harness import ExporterUnderTest, make_settings, parse_samples, value
 from tests.http11_peer import read_head_and_body
+from tests.process import ExporterProcess
 
 HOSTILE_CONNECTIONS = 300
 ATTACK_SECONDS = 2.0
@@ -173,6 +175,31 @@ def test_a_request_head_is_cut_at_the_header_deadline(
     # The socket deadline itself, in real time (0.3 s): not before it, and well within
     # 2 s of it on a busy machine.
     assert 0.25 < took < 2, took
+
+
+def test_a_first_head_is_due_from_accept_however_long_its_client_stayed_silent(
+    guarded: ExporterUnderTest,
+) -> None:
+    """A silent connection waits as a bare socket; when it speaks, its conversation
+    keeps the deadline it had at accept, not a fresh one."""
+    server = MetricsServer(
+        ("127.0.0.1", 0),
+        exposition=guarded.app.exposition,
+        store=guarded.app.store,
+        header_timeout=1.0,
+    )
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            accepted = time.monotonic()
+            time.sleep(0.6)  # a client that says nothing for a while
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            seconds_until_closed(sock, dribble=b"a")
+            took = time.monotonic() - accepted
+    finally:
+        server.stop()
+    # 1 s from accept; a deadline restarted at the first byte would end at 1.6 s.
+    assert 0.95 < took < 1.45, took
 
 
 def test_a_kept_alive_connections_next_head_is_cut_at_the_header_deadline(
@@ -600,6 +627,24 @@ def test_the_kernel_holds_as_many_waiting_connections_as_the_system_allows(
     kernel back the system's cap, so a connect flood does not fill the queue."""
     assert guarded.server is not None
     assert listen_queue(guarded.server.port) == listen_backlog() > ACCEPTS_PER_TURN
+
+
+def test_out_of_file_descriptors_the_exporter_says_so_once_and_serves_again() -> None:
+    """With its descriptors all taken by clients, accept fails; the server logs one
+    error, looks again every second (not in a busy loop), and answers once they go."""
+    with ExporterProcess("--demo", "--poll-interval", "60", limit_descriptors=100) as process:
+        url = process.wait_listening() + "/healthz"
+        wait_until(lambda: httpx.get(url, timeout=5).status_code == 200)
+        hogs = [socket.create_connection(("127.0.0.1", process.port)) for _ in range(150)]
+        try:
+            assert wait_until(lambda: "cannot accept connections" in process.stderr)
+        finally:
+            for hog in hogs:
+                hog.close()
+        assert wait_until(lambda: "accepting connections again" in process.stderr, 10)
+        assert httpx.get(url, timeout=5).status_code == 200
+        assert process.stop() == 0
+    assert process.stderr.count("cannot accept connections") == 1, process.stderr
 
 
 def test_held_bytes_counts_a_shared_body_once_and_whole() -> None:

@@ -64,10 +64,15 @@ def _assert_no_secret(text: str | bytes, where: str) -> None:
 
 
 def _reset_a_scrape(url: str) -> None:
-    """Ask for /metrics and reset the connection at once: a traceback in the server's log."""
+    """Ask for /metrics many times over, on a connection whose client reads one byte, and
+    reset it while the answers are written: a traceback in the server's log."""
     host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect((host, int(port)))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+        assert sock.recv(1) == b"H"  # being answered: the server read the requests
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 

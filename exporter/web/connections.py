@@ -1,6 +1,6 @@
 """Every open connection of the HTTP server: the connection cap, and the answers in flight.
 
-`http11` opens each accepted connection here and says what it is doing. At the cap
+`lobby` opens each accepted connection here, and `http11` says what it is doing. At the cap
 (`MAX_CONNECTIONS`), a new connection makes room by closing one that is waiting for
 a request head (a TLS handshake, a head being read, an idle keep-alive connection):
 the oldest of the peer address holding the most such connections, so a connect
@@ -32,7 +32,7 @@ class Connection:
     """One client connection, as the cap sees it."""
 
     peer: str
-    abort: Callable[[], None]  # close now, without a goodbye
+    abort: Callable[[], object]  # close now, without a goodbye
     buffered: Callable[[], int]  # bytes its transport holds, not yet sent
     waiting: bool = True  # for a request head: the cap may close it unless `trusted`
     trusted: bool = False  # its last request was authorised with basic auth on

@@ -1,9 +1,10 @@
 """One client connection, spoken through h11: the exporter's one HTTP/1.1 parser.
 
-Each accepted connection is a `Conversation`, an asyncio protocol that feeds h11 what
-its client sends (through a `headgate.HeadGate`, which holds bytes until they may end
-a head). h11 frames every request, so no second parser can read a request differently
-(request smuggling needs two). Around it, the limits Go's `http.Server` has:
+Each connection that has spoken (`lobby` holds those that have not) is a
+`Conversation`, an asyncio protocol that feeds h11 what its client sends (through a
+`headgate.HeadGate`, which holds bytes until they may end a head). h11 frames every
+request, so no second parser can read a request differently (request smuggling needs
+two). Around it, the limits Go's `http.Server` has:
 
 - TLS through `ssl`, the handshake within the first head's deadline;
 - a request head within `header_timeout` (10 s) of accept, or of the first byte of a
@@ -20,9 +21,9 @@ a head). h11 frames every request, so no second parser can read a request differ
   answer, so a flood on kept-alive connections costs one answer a second per connection.
 
 A connection has a task only while a request is answered (or its TLS handshake runs),
-and an h11 parser only while its client is in the middle of a request: a silent, a
-slow, an idle or a held connection is its transport, this protocol and the bytes it
-sent, some 3 KiB (a task with streams and a parser cost 10 KiB; measured with 600
+and an h11 parser only while its client is in the middle of a request: a slow, an
+idle or a held connection is its transport, this protocol and the bytes it sent,
+some 3.3 KiB (a task with streams and a parser cost 10 KiB; measured with 600
 connections). Every deadline is one timer of the protocol's.
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -96,6 +98,7 @@ class Conversation(asyncio.Protocol):
     answered one at a time, in order, each in a task of its own."""
 
     __slots__ = (
+        "_due",
         "_eof",
         "_eof_told",
         "_gate",
@@ -115,11 +118,14 @@ class Conversation(asyncio.Protocol):
         "_writable",
     )
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, record: Connection, due: float) -> None:
+        """`record` is counted in the table already; the first head is due by `due`
+        (loop time: accept's, plus the header deadline)."""
         self._service = service
-        self._ssl_context: SSLContext | None = service.in_force().ssl_context  # at accept
+        self._ssl_context: SSLContext | None = service.in_force().ssl_context  # at 1st byte
         self._transport: asyncio.Transport | None = None
-        self._record: Connection | None = None  # as the connection table counts it
+        self._record = record
+        self._due = due
         self._gate = HeadGate(MAX_HEADER_BYTES)
         self._parser: h11.Connection | None = None  # made when a request's first byte comes
         self._stage = Stage.READING
@@ -138,19 +144,9 @@ class Conversation(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        peername = transport.get_extra_info("peername")
-        record = Connection(
-            peer=str(peername[0]) if peername else "?",
-            abort=transport.abort,
-            buffered=transport.get_write_buffer_size,
-        )
-        if not self._service.table.open(record):
-            log.debug("%s: refused: every connection is in use", record.peer)
-            self._stage = Stage.CLOSED
-            transport.abort()
-            return
-        self._transport, self._record = transport, record
-        self._expire_in(self._service.limits.header_timeout)
+        self._transport, record = transport, self._record
+        record.abort, record.buffered = transport.abort, transport.get_write_buffer_size
+        self._set_timer(asyncio.get_running_loop().call_at(self._due, self._expired))
         if self._ssl_context is None:
             # At most about one piece queued beyond the kernel's buffer: enough that the
             # kernel seldom waits for the loop between pieces (with none queued, a 14 MiB
@@ -192,8 +188,7 @@ class Conversation(asyncio.Protocol):
         self._stage = Stage.CLOSED
         self._cancel_timer()
         self._resume_writing()  # a write waiting for room sees the closed transport
-        if self._record is not None:
-            self._service.table.close(self._record)
+        self._service.table.close(self._record)
 
     def pause_writing(self) -> None:
         self._writable = asyncio.get_running_loop().create_future()
@@ -245,7 +240,6 @@ class Conversation(asyncio.Protocol):
         if self._stage is not Stage.BUSY:
             return  # lost while held
         self._cancel_timer()
-        assert self._record is not None
         self._service.table.busy(self._record)
         self._run(self._respond(request, error, paced=paced))
 
@@ -253,7 +247,6 @@ class Conversation(asyncio.Protocol):
         self, request: h11.Request | None, error: Answer | None, *, paced: bool
     ) -> None:
         record = self._record
-        assert record is not None
         answer, trusted = error, False
         if request is not None and answer is None:
             answer, trusted = await answer_for(request, record.peer, self._service)
@@ -272,7 +265,6 @@ class Conversation(asyncio.Protocol):
         """After an answer: close, or wait for the next request (perhaps here already)."""
         parser, record = self._parser, self._record
         assert parser is not None
-        assert record is not None
         if answer.close:
             self._linger()
             return
@@ -297,7 +289,6 @@ class Conversation(asyncio.Protocol):
         """The answer's head from h11, then its body as it is, piece by piece, in time."""
         parser, record, service = self._parser, self._record, self._service
         assert parser is not None
-        assert record is not None
         body = () if head_only else answer.body
         head = parser.send(response(answer, service.in_force()))
         for chunk in body:
@@ -430,7 +421,17 @@ class Conversation(asyncio.Protocol):
         return self._transport
 
     def _peer(self) -> str:
-        return self._record.peer if self._record is not None else "?"
+        return self._record.peer
+
+
+async def converse(service: Service, sock: socket.socket, record: Connection, due: float) -> None:
+    """Give a connection that spoke (see `lobby`) its transport and conversation."""
+    conversation = Conversation(service, record, due)
+    try:
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: conversation, sock)
+    except OSError:  # gone before its transport was made
+        service.table.close(record)
+        raise
 
 
 async def answer_for(request: h11.Request, peer: str, service: Service) -> tuple[Answer, bool]:

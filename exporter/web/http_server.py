@@ -1,8 +1,9 @@
 """The HTTP server: `/metrics`, `/healthz`, `/readyz` and the landing page.
 
 It only reads: the exposition and the store's readiness, through `endpoints`. An
-asyncio event loop on a thread of its own holds every connection (`http11`, where h11
-parses every request), so a slow client costs a socket and a buffer, never a thread.
+asyncio event loop on a thread of its own holds every connection (`lobby` until it
+speaks, then `http11`, where h11 parses every request), so a slow client costs a
+socket and a buffer, never a thread.
 Two small executors do the work that would stall the loop: `/metrics` answers (a
 render can take hundreds of milliseconds) and bcrypt checks (`passwordchecks`). The
 connection cap and the memory of answers in flight are `connections`' business.
@@ -29,10 +30,11 @@ from exporter.web.http11 import (
     HEADER_TIMEOUT_SECONDS,
     IDLE_TIMEOUT_SECONDS,
     WRITE_TIMEOUT_SECONDS,
-    Conversation,
     Limits,
     Service,
+    converse,
 )
+from exporter.web.lobby import Lobby
 from exporter.web.passwordchecks import PasswordChecks, check_executor
 from exporter.web.routes import Endpoints, Readiness
 from exporter.web.webconfig import WebConfig, WebConfigError, WebConfigWatcher, build_ssl_context
@@ -44,10 +46,6 @@ log = logging.getLogger(__name__)
 WORKERS = 4  # threads building /metrics answers; more would only contend for the GIL
 STOP_SECONDS = 2.0  # for the connections to be closed and the loop to end
 SOMAXCONN_FILE = "/proc/sys/net/core/somaxconn"
-# Connections accepted in one turn of the event loop (asyncio takes the listen
-# backlog for this too): a connect flood of 1,500 accepted at once kept a scrape
-# waiting some 100 ms behind their setup; 64 a turn lets it in between.
-ACCEPTS_PER_TURN = 64
 
 
 class MetricsServer:
@@ -164,18 +162,19 @@ class MetricsServer:
 
     async def _run(self, started: threading.Event) -> None:
         self._stopping = asyncio.Event()
-        conversation = functools.partial(Conversation, self._service)
-        server = await asyncio.get_running_loop().create_server(
-            conversation, sock=self._listener, backlog=ACCEPTS_PER_TURN
+        service = self._service
+        lobby = Lobby(
+            self._listener,
+            service.table,
+            hand_over=functools.partial(converse, service),
+            header_timeout=service.limits.header_timeout,
         )
-        # asyncio listened again with the batch as the backlog: give the kernel its
-        # queue back (Linux updates a listening socket's backlog in place).
-        self._listener.listen(self._backlog)
+        lobby.start()
         started.set()
         try:
             await self._stopping.wait()
         finally:
-            server.close()
+            lobby.stop()
             self._service.table.abort_all()
             # Every other task on this loop answers a connection (or shakes its hand).
             answering = asyncio.all_tasks() - {asyncio.current_task()}
