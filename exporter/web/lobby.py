@@ -120,7 +120,19 @@ class Lobby:
             self._expire()
 
     def _spoke(self, sock: socket.socket) -> None:
-        """Its first byte (or its end) came: the conversation takes it from here."""
+        """Its first byte came: the conversation takes it from here. A client that went
+        without a word (a connect flood ending) is closed here, with no transport made."""
+        try:
+            spoke = bool(sock.recv(1, socket.MSG_PEEK))  # its transport reads it
+        except (BlockingIOError, InterruptedError):
+            return  # woken for nothing
+        except OSError:  # reset
+            spoke = False
+        if not spoke:
+            record, _ = self._silent[sock]
+            self._drop(sock)
+            self._table.close(record)
+            return
         record, deadline = self._silent.pop(sock)
         loop = asyncio.get_running_loop()
         loop.remove_reader(sock.fileno())
