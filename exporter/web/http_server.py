@@ -67,8 +67,7 @@ class MetricsServer:
         self._web_config = web_config if web_config is not None else WebConfig()
         self._in_force_lock = threading.Lock()
         self._serving = self._build(self._config_now(), previous=None)
-        self._backlog = listen_backlog()
-        self._listener = _listen(address, self._backlog)
+        self._listener = _listen(address, listen_backlog())
         self._renders = ThreadPoolExecutor(workers, thread_name_prefix="metrics-render")
         self._bcrypt = check_executor()
         self._service = Service(
