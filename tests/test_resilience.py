@@ -639,7 +639,10 @@ def test_memory_and_logs_stay_flat_through_hundreds_of_failing_cycles(
             world.reset_requests()  # the fake's request log is not the exporter's memory
             paused_until = time.time() + float(fault.retry_after or 0)
             wait_until(lambda: time.time() >= paused_until, timeout=5)  # noqa: B023
-        assert exporter.get("/metrics").status_code == 200
+        # Not gzip: a cached gzip render holds a 256 KiB compressor, and a render thread
+        # replacing one while memory was measured showed as 290 KB grown, in both passes.
+        plain = {"Accept-Encoding": "identity"}
+        assert exporter.get("/metrics", headers=plain).status_code == 200
 
     def growth() -> int:
         """Bytes still allocated after one whole outage that were not before it."""
@@ -669,7 +672,7 @@ def test_memory_and_logs_stay_flat_through_hundreds_of_failing_cycles(
     # machine too busy for these tiny timeouts sees a hang now and then where
     # there was none, and logs that change too: some more lines, never hundreds.
     lines = [r.getMessage() for r in log_lines(caplog.records, level=logging.INFO)]
-    assert 1 <= len(lines) <= 30, lines
+    assert 1 <= len(lines) <= 2 * 30, lines  # two passes
 
 
 # --- shutdown ---------------------------------------------------------------------------------
